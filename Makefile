@@ -1,0 +1,36 @@
+# One task runner for people and CI (.ci/run calls `make test`).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := qdrant+local://.sparsebridge/demo/docs
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test lint typecheck unit bench-encode clean
+
+setup:
+	@scripts/venv.sh ensure
+
+demo: setup  ## ingest the sample corpus into embedded Qdrant with the bundled model, then search it
+	rm -rf .sparsebridge/demo
+	$(PY) -m sparsebridge.cli ingest --model splade-tiny --input examples/sample_corpus.jsonl --to $(DEMO)
+	$(PY) -m sparsebridge.cli search --model splade-tiny --to $(DEMO) -k 3 "which planet is red"
+	$(PY) -m sparsebridge.cli search --model splade-tiny --to $(DEMO) -k 3 "how does bread rise"
+
+lint: setup
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+
+typecheck: setup
+	$(PY) -m mypy
+
+test: lint typecheck  ## everything CI runs
+	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+bench-encode: setup
+	$(PY) bench/encode.py
+
+clean:
+	rm -rf .sparsebridge .pytest_cache .mypy_cache .ruff_cache

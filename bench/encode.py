@@ -1,0 +1,182 @@
+"""Encoding throughput: sparsebridge's core against sentence-transformers, same model, same texts, one run.
+
+    python bench/encode.py                                  # splade-tiny on this machine (CPU)
+    python bench/encode.py --model bert-base --tokens 80    # random-weight BERT-base SPLADE (GPU)
+    python bench/encode.py --model bert-base --layers 28    # seed-model-sized (28 x 768)
+
+``bert-base`` builds a random-weight ``BertForMaskedLM`` whose MLM bias is shifted so documents get
+about ``--active-dims`` non-zeros (throughput depends on the architecture, and sparse extraction
+costs on the number of active dims). Texts are random whole-word vocabulary tokens, ``--tokens``
+long on average. Prints one line per configuration and the ratio to sentence-transformers' best
+setting; ``--json`` appends the results (with the machine) to a JSON Lines file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def make_texts(tokenizer: Any, count: int, tokens: int, seed: int = 0) -> list[str]:
+    """Texts of random whole-word tokens, lengths uniform in [tokens/2, 3*tokens/2]."""
+    words = [w for w in tokenizer.get_vocab() if w.isalpha() and w.islower() and len(w) > 2]
+    rng = random.Random(seed)
+    words.sort()
+    return [
+        " ".join(rng.choice(words) for _ in range(rng.randint(max(1, tokens // 2), tokens * 3 // 2)))
+        for _ in range(count)
+    ]
+
+
+def random_splade(layers: int, active_dims: int, tokenizer_dir: str, device: str) -> str:
+    """Save a random-weight BERT-base MLM as a SPLADE model dir with ~active_dims non-zeros per doc."""
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(vocab_size=len(tokenizer), num_hidden_layers=layers, max_position_embeddings=512)
+    model = BertForMaskedLM(config).eval()
+    texts = make_texts(tokenizer, 64, 80, seed=99)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.inference_mode():
+        logits = model.to(device)(**batch.to(device)).logits
+        mask = batch["attention_mask"].bool()[..., None]
+        pooled = logits.masked_fill(~mask, float("-inf")).amax(dim=1)
+        threshold = torch.quantile(
+            pooled.float().flatten()[:1_000_000].cpu(), 1 - active_dims / pooled.shape[1]
+        )
+        model.cls.predictions.decoder.bias.data -= threshold.to(device)
+    out = tempfile.mkdtemp(prefix=f"splade-random-{layers}l-")
+    model.cpu().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
+    """Seconds ``fn`` takes (device work included) and what it returned."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="splade-tiny", help="splade-tiny, bert-base, a path or hub name")
+    parser.add_argument("--layers", type=int, default=12, help="bert-base: number of layers")
+    parser.add_argument("--active-dims", type=int, default=180, help="bert-base: target non-zeros per doc")
+    parser.add_argument("--tokens", type=int, default=80, help="average words per text")
+    parser.add_argument("--docs", type=int, default=0, help="texts for sparsebridge (default: by device)")
+    parser.add_argument("--st-docs", type=int, default=0, help="texts for sentence-transformers")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, help="append results to this JSON Lines file")
+    parser.add_argument("--label", default="", help="free text stored with the results")
+    args = parser.parse_args()
+
+    from sentence_transformers import SparseEncoder
+
+    from sparsebridge.encoder import Encoder
+    from sparsebridge.encoder.models import resolve_model
+
+    cuda = args.device.startswith("cuda")
+    name = args.model
+    path = resolve_model(name)
+    if name == "bert-base":
+        path = random_splade(args.layers, args.active_dims, resolve_model("splade-tiny"), args.device)
+        name = f"random BERT {args.layers}x768"
+    docs = args.docs or (20000 if cuda else 256)
+    st_docs = args.st_docs or (4096 if cuda else 256)
+
+    base = SparseEncoder(path, device=args.device)
+    base.max_seq_length = 256
+    texts = make_texts(base.tokenizer, max(docs, st_docs), args.tokens)
+    lengths = [len(ids) for ids in base.tokenizer(texts[:512], truncation=True, max_length=256)["input_ids"]]
+    results: list[dict[str, Any]] = []
+
+    def record(config: str, count: int, seconds: float, nnz: float) -> None:
+        results.append({"config": config, "docs": count, "seconds": seconds, "docs_per_s": count / seconds,
+                        "avg_nnz": nnz})  # fmt: skip
+        print(
+            f"{config:<44} {count / seconds:>10.1f} docs/s   ({count} docs, {seconds:.2f} s, nnz {nnz:.0f})"
+        )
+
+    dtypes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if cuda else [])
+    st_settings = [("fp32", 32), ("bf16", 128)] if cuda else [("fp32", 32)]
+    print(f"model {name}, device {args.device} ({machine()}), avg tokens {sum(lengths) / len(lengths):.0f}")
+    for label, batch_size in st_settings:
+        model = SparseEncoder(path, device=args.device)
+        model.max_seq_length = 256
+        model.to(dict(dtypes)[label] if cuda else torch.float32)
+        subset = texts[:st_docs]
+        model.encode_document(subset[:batch_size], batch_size=batch_size)  # warm-up
+        seconds, out = timed(
+            lambda m=model, b=batch_size, s=subset: m.encode_document(s, batch_size=b), args.device
+        )
+        nnz = float(out.coalesce().indices().shape[1]) / len(subset)
+        record(f"sentence-transformers {label} batch {batch_size}", len(subset), seconds, nnz)
+        del model, out
+
+    for label, dtype in dtypes[::-1]:
+        for fast in (True, False):
+            model = SparseEncoder(path, device=args.device)
+            model.max_seq_length = 256
+            model.to(dtype)
+            encoder = Encoder(model, fast_path=fast)
+            subset = texts[:docs] if fast else texts[:st_docs]
+            encoder.encode_documents(subset[:256])  # warm-up
+            seconds, vectors = timed(lambda e=encoder, s=subset: e.encode_documents(s), args.device)
+            nnz = sum(len(v) for v in vectors) / len(vectors)
+            path_name = "fast" if encoder.uses_fast_path else "generic"
+            record(f"sparsebridge {label} {path_name} path", len(subset), seconds, nnz)
+            del model, encoder
+
+    best_st = max(r["docs_per_s"] for r in results if r["config"].startswith("sentence-transformers"))
+    best_ours = max(r["docs_per_s"] for r in results if r["config"].startswith("sparsebridge"))
+    print(f"ratio sparsebridge / sentence-transformers (best of each): {best_ours / best_st:.2f}x")
+    if args.json:
+        entry = {
+            "model": name,
+            "device": args.device,
+            "machine": machine(),
+            "avg_tokens": sum(lengths) / len(lengths),
+            "torch": torch.__version__,
+            "label": args.label,
+            "results": results,
+            "ratio_best": best_ours / best_st,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        with args.json.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+if __name__ == "__main__":
+    main()

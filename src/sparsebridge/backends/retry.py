@@ -1,0 +1,74 @@
+"""Capped exponential backoff with jitter for transient backend errors (tenacity)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from sparsebridge.errors import BackendUnavailableError
+
+__all__ = ["RetryPolicy", "call_with_retry"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep retrying a transient failure: whichever of the two limits comes first."""
+
+    max_attempts: int = 6
+    initial_wait: float = 0.5
+    max_wait: float = 8.0
+    max_total_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.initial_wait < 0 or self.max_wait < self.initial_wait or self.max_total_seconds <= 0:
+            raise ValueError("need 0 <= initial_wait <= max_wait and max_total_seconds > 0")
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    is_transient: Callable[[BaseException], bool],
+    backend: str,
+    what: str,
+) -> T:
+    """Run ``fn``; retry only errors ``is_transient`` accepts, then raise BackendUnavailableError.
+
+    Non-transient errors propagate at once, unchanged.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_total_seconds),
+        wait=wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait),
+        before_sleep=lambda state: logger.warning(
+            "%s: %s failed (attempt %d), retrying: %s",
+            backend,
+            what,
+            state.attempt_number,
+            state.outcome.exception() if state.outcome else "?",
+        ),
+        reraise=False,
+    )
+    try:
+        return retrying(fn)
+    except RetryError as e:
+        last = e.last_attempt.exception()
+        raise BackendUnavailableError(
+            f"{what} failed after {e.last_attempt.attempt_number} attempts: {last}", backend=backend
+        ) from last

@@ -1,0 +1,39 @@
+"""Checks every backend runs before any network call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sparsebridge.backends.base import Record
+from sparsebridge.errors import InputError
+from sparsebridge.types import SparseVector
+
+__all__ = ["check_k", "check_query", "check_records"]
+
+
+def check_records(records: Sequence[Record]) -> None:
+    """Records must be :class:`Record` with unique document ids and non-empty vectors.
+
+    An empty document vector would store a document that no sparse query can ever find, so it is
+    refused rather than written silently.
+    """
+    seen: set[str] = set()
+    for record in records:
+        if not isinstance(record, Record) or not isinstance(record.vector, SparseVector):
+            raise TypeError(f"expected Record(document, SparseVector), got {type(record).__name__}")
+        document_id = record.document.id
+        if document_id in seen:
+            raise InputError(f"document id {document_id!r} appears twice in one write")
+        seen.add(document_id)
+        if len(record.vector) == 0:
+            raise InputError(f"document {document_id!r} has an empty sparse vector (nothing to index)")
+
+
+def check_query(query: SparseVector) -> None:
+    if not isinstance(query, SparseVector):
+        raise TypeError(f"query must be a SparseVector, got {type(query).__name__}")
+
+
+def check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")

@@ -1,0 +1,236 @@
+"""``sparsebridge``: a thin command line over the library.
+
+Exit codes: 0 success, 1 a backend or model failure, 2 bad usage or bad input (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sparsebridge.backends import DEFAULT_TARGET, RetryPolicy, open_backend
+from sparsebridge.errors import InputError, SparsebridgeError
+
+logger = logging.getLogger("sparsebridge")
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.run(args)
+        return result
+    except InputError as e:
+        _fail(str(e))
+        return EXIT_BAD_INPUT
+    except (SparsebridgeError, ValueError) as e:
+        _fail(str(e))
+        return EXIT_FAILURE if isinstance(e, SparsebridgeError) else EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+
+
+def _fail(message: str) -> None:
+    print(f"sparsebridge: error: {message}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsebridge", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log one INFO line per batch")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    encode = commands.add_parser("encode", help="encode a JSONL file into sparse vectors (JSONL)")
+    _model_options(encode)
+    _input_options(encode)
+    encode.add_argument("--output", required=True, type=Path, help="where to write the vectors (JSONL)")
+    encode.add_argument("--queries", action="store_true", help="use the model's query path")
+    encode.set_defaults(run=_encode)
+
+    ingest = commands.add_parser("ingest", help="encode a JSONL file and write it to a backend")
+    _model_options(ingest)
+    _input_options(ingest)
+    _target_options(ingest)
+    ingest.add_argument(
+        "--idf", action="store_true", help="Qdrant: create the collection with the IDF modifier"
+    )
+    ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ingest.set_defaults(run=_ingest)
+
+    search = commands.add_parser("search", help="search a backend with a text query")
+    _model_options(search)
+    _target_options(search)
+    search.add_argument("query", help="the query text")
+    search.add_argument("-k", type=_positive_int, default=10, help="number of results (default 10)")
+    search.set_defaults(run=_search)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="hub name, local directory, or a bundled test model (splade-tiny)"
+    )
+    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when present)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's custom code")
+    parser.add_argument("--top-k", type=_positive_int, help="keep at most this many active dimensions")
+    parser.add_argument("--min-weight", type=_non_negative_float, default=0.0, help="drop weights <= this")
+
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, type=Path, help="JSONL file, one document per line")
+    parser.add_argument("--id-field", default="id", help="field holding the document id (default: id)")
+    parser.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    parser.add_argument(
+        "--metadata-fields",
+        help="comma-separated fields kept as metadata (default: every other field; '' for none)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=256, help="documents per batch")
+
+
+def _target_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--to", default=DEFAULT_TARGET, help=f"target URI (default: {DEFAULT_TARGET})")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("QDRANT_API_KEY"), help="Qdrant API key (or QDRANT_API_KEY)"
+    )
+    parser.add_argument(
+        "--max-retry-seconds",
+        type=_non_negative_float,
+        default=60.0,
+        help="give up on an unreachable or overloaded backend after this long (default 60)",
+    )
+
+
+def _load_encoder(args: argparse.Namespace) -> Any:
+    import transformers
+
+    from sparsebridge.encoder import Encoder
+
+    if not args.verbose:
+        transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    return Encoder.load(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+
+
+def _open_target(args: argparse.Namespace, **options: Any) -> Any:
+    retry = RetryPolicy(max_total_seconds=max(args.max_retry_seconds, 0.001))
+    return open_backend(args.to, api_key=args.api_key, retry=retry, **options)
+
+
+def _checked_source(args: argparse.Namespace) -> tuple[Any, int]:
+    """The input source, after one full pass that refuses bad input before any work."""
+    from sparsebridge.ingest import JsonlSource, check_source
+
+    fields = None
+    if args.metadata_fields is not None:
+        fields = tuple(f for f in args.metadata_fields.split(",") if f)
+    source = JsonlSource(args.input, args.id_field, args.text_field, fields)
+    count, errors = check_source(source)
+    if errors:
+        details = "\n".join(f"  {e}" for e in errors)
+        raise InputError(f"{len(errors)} bad input line(s), nothing was written:\n{details}")
+    if count == 0:
+        raise InputError("no documents", source=str(args.input))
+    return source, count
+
+
+def _encode(args: argparse.Namespace) -> int:
+    source, _ = _checked_source(args)
+    encoder = _load_encoder(args)
+    encode = encoder.encode_queries if args.queries else encoder.encode_documents
+    partial = args.output.with_name(args.output.name + ".partial")
+    with partial.open("w", encoding="utf-8") as out:
+        batch: list[Any] = []
+        for document in source:
+            batch.append(document)
+            if len(batch) == args.batch_size:
+                _write_vectors(
+                    out, batch, encode(_texts(batch), top_k=args.top_k, min_weight=args.min_weight)
+                )
+                batch = []
+        if batch:
+            _write_vectors(out, batch, encode(_texts(batch), top_k=args.top_k, min_weight=args.min_weight))
+    partial.replace(args.output)  # the output appears whole or not at all
+    return 0
+
+
+def _texts(batch: list[Any]) -> list[str]:
+    return [d.text for d in batch]
+
+
+def _write_vectors(out: Any, batch: list[Any], vectors: list[Any]) -> None:
+    for document, vector in zip(batch, vectors, strict=True):
+        out.write(json.dumps({"id": document.id, **vector.to_json_dict()}) + "\n")
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from sparsebridge.ingest import ingest
+
+    source, count = _checked_source(args)
+    backend = _open_target(args, idf=args.idf)
+    try:
+        encoder = _load_encoder(args)
+        with tqdm(total=count, unit="docs", disable=args.no_progress, file=sys.stderr) as bar:
+            stats = ingest(
+                source,
+                encoder=encoder,
+                backend=backend,
+                batch_size=args.batch_size,
+                top_k=args.top_k,
+                min_weight=args.min_weight,
+                on_batch=bar.update,
+            )
+    finally:
+        backend.close()
+    print(f"wrote {stats.written} documents to {args.to}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    if not args.query.strip():
+        raise InputError("the query is empty")
+    backend = _open_target(args)
+    try:
+        encoder = _load_encoder(args)
+        [query] = encoder.encode_queries([args.query], top_k=args.top_k, min_weight=args.min_weight)
+        hits = backend.search(query, k=args.k)
+    finally:
+        backend.close()
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, start=1):
+        snippet = " ".join(str(hit.payload.get("text", "")).split())
+        snippet = snippet if len(snippet) <= 80 else snippet[:77] + "..."
+        print(f"{rank:>3}  {hit.score:9.4f}  {hit.id}  {snippet}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

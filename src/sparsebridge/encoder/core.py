@@ -1,0 +1,334 @@
+"""The encoding core: any sentence-transformers ``SparseEncoder`` in, :class:`SparseVector` out."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsebridge.encoder.batching import TokenizedCorpus, plan_batches
+from sparsebridge.encoder.sparsify import (
+    splade_activation,
+    splade_max_logits,
+    splade_max_logits_screened,
+    to_sparse_vectors,
+)
+from sparsebridge.errors import InputError, ModelLoadError
+from sparsebridge.types import SparseVector, check_pruning
+
+if TYPE_CHECKING:
+    from sentence_transformers import SparseEncoder
+
+__all__ = ["Encoder", "Task"]
+
+logger = logging.getLogger(__name__)
+
+_GENERIC_TOKEN_BUDGET = 4096
+
+
+class Task(str, Enum):
+    """Which of the model's paths encodes the text."""
+
+    QUERY = "query"
+    DOCUMENT = "document"
+
+
+@dataclass(frozen=True)
+class _MlmPath:
+    """What the fast path needs from a ``[Transformer(fill-mask), SpladePooling(max)]`` model."""
+
+    hf_model: nn.Module
+    tokenizer: Any
+    max_seq_length: int
+    decoder: nn.Linear
+    decoder_parent: nn.Module
+    decoder_attr: str
+    double_log: bool
+
+
+class Encoder:
+    """Encode texts into :class:`SparseVector` with a sentence-transformers sparse model.
+
+    The encoder owns batching (length-sorted, token-budget batches), pooling and pruning on the
+    device; only indices and values cross to the host. For MLM + max-pooling (SPLADE) models it
+    pools raw logits in chunks and activates once (the fast path); every other architecture runs
+    through the model's own modules (the generic path), including routers whose query side is
+    inference-free.
+
+    Example:
+        >>> enc = Encoder.load("naver/splade-v3")  # doctest: +SKIP
+        >>> [v] = enc.encode_queries(["what is splade"], top_k=64)  # doctest: +SKIP
+        >>> enc.tokens(v)  # doctest: +SKIP
+        {'spl': 2.1, ...}
+    """
+
+    def __init__(
+        self,
+        model: SparseEncoder,
+        *,
+        token_budget: int = 16384,
+        max_batch_size: int = 256,
+        head_chunk_tokens: int | None = None,
+        fast_path: bool = True,
+    ) -> None:
+        if token_budget <= 0 or max_batch_size <= 0:
+            raise ValueError("token_budget and max_batch_size must be positive")
+        if head_chunk_tokens is not None and head_chunk_tokens <= 0:
+            raise ValueError("head_chunk_tokens must be positive")
+        self.model = model
+        self.token_budget = token_budget
+        self.max_batch_size = max_batch_size
+        self.head_chunk_tokens = head_chunk_tokens or (8192 if model.device.type == "cuda" else 1024)
+        self._mlm = _find_mlm_path(model) if fast_path else None
+        self._head_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._vocab: list[str] | None = None
+        self._token_ids: dict[str, int] | None = None
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        trust_remote_code: bool = False,
+        **options: Any,
+    ) -> Encoder:
+        """Load a ``SparseEncoder`` by hub name or local path.
+
+        Args:
+            model_name_or_path: A Hugging Face hub name, a local directory, or a bundled test
+                model's short name (``splade-tiny``, see :mod:`sparsebridge.encoder.models`).
+            device: ``"cuda"``, ``"cpu"``, ... Defaults to CUDA when present, else CPU.
+            dtype: Defaults to ``torch.bfloat16`` on CUDA and ``torch.float32`` elsewhere.
+            trust_remote_code: Passed to transformers; needed by models with custom code (NeoBERT).
+            **options: Keyword options of :class:`Encoder` (``token_budget``, ``max_batch_size``...).
+
+        Raises:
+            ModelLoadError: The model cannot be found or loaded.
+        """
+        from sentence_transformers import SparseEncoder
+
+        from sparsebridge.encoder.models import resolve_model
+
+        model_name_or_path = resolve_model(model_name_or_path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        try:
+            model = SparseEncoder(model_name_or_path, device=device, trust_remote_code=trust_remote_code)
+        except Exception as e:  # transformers raises OSError, ValueError, HF errors...
+            raise ModelLoadError(f"cannot load sparse model {model_name_or_path!r}: {e}") from e
+        model.to(dtype)
+        model.eval()
+        return cls(model, **options)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """True when the MLM + max-pooling fast path is active."""
+        return self._mlm is not None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def vocab(self) -> list[str]:
+        """Token string of every output dimension (index -> token)."""
+        if self._vocab is None:
+            tokenizer = self.model.tokenizer
+            size = self.model.get_embedding_dimension() or len(tokenizer)
+            self._vocab = list(tokenizer.convert_ids_to_tokens(list(range(size))))
+        return self._vocab
+
+    def token(self, index: int) -> str:
+        """The token string of output dimension ``index``."""
+        if not 0 <= index < self.vocab_size:
+            raise ValueError(f"token index {index} is outside the vocabulary [0, {self.vocab_size})")
+        return self.vocab[index]
+
+    def token_id(self, token: str) -> int:
+        """The output dimension of ``token``."""
+        if self._token_ids is None:
+            self._token_ids = {t: i for i, t in enumerate(self.vocab)}
+        try:
+            return self._token_ids[token]
+        except KeyError:
+            raise ValueError(f"token {token!r} is not in the model's vocabulary") from None
+
+    def tokens(self, vector: SparseVector) -> dict[str, float]:
+        """``{token string: weight}`` of a vector, for inspection."""
+        return {self.token(i): w for i, w in vector.as_dict().items()}
+
+    def encode_documents(
+        self, texts: Sequence[str], *, top_k: int | None = None, min_weight: float = 0.0
+    ) -> list[SparseVector]:
+        """Encode documents with the model's document path; results in input order."""
+        return self._encode(texts, Task.DOCUMENT, top_k=top_k, min_weight=min_weight)
+
+    def encode_queries(
+        self, texts: Sequence[str], *, top_k: int | None = None, min_weight: float = 0.0
+    ) -> list[SparseVector]:
+        """Encode queries with the model's query path (inference-free where the model is)."""
+        return self._encode(texts, Task.QUERY, top_k=top_k, min_weight=min_weight)
+
+    def _encode(
+        self, texts: Sequence[str], task: Task, *, top_k: int | None, min_weight: float
+    ) -> list[SparseVector]:
+        check_pruning(top_k, min_weight)
+        texts = _checked_texts(texts)
+        if not texts:
+            return []
+        prompt = self.model.prompts.get(task.value) or ""
+        if prompt:
+            texts = [prompt + t for t in texts]
+        run_batch = self._fast_batches if self._mlm is not None else self._generic_batches
+        results: list[SparseVector | None] = [None] * len(texts)
+        with torch.inference_mode():
+            for positions, dense in run_batch(texts, task):
+                vectors = to_sparse_vectors(dense, top_k=top_k, min_weight=min_weight)
+                for position, vector in zip(positions.tolist(), vectors, strict=True):
+                    results[position] = vector
+        return [v for v in results if v is not None]
+
+    def _fast_batches(self, texts: list[str], task: Task) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        mlm = self._mlm
+        assert mlm is not None
+        encoded = mlm.tokenizer(
+            texts,
+            truncation=True,
+            max_length=mlm.max_seq_length,
+            add_special_tokens=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        corpus = TokenizedCorpus.from_lists(encoded)
+        pad_id = mlm.tokenizer.pad_token_id or 0
+        weight = mlm.decoder.weight
+        bias = mlm.decoder.bias
+        head = self._screened_head()
+        with _output_projection_removed(mlm):
+            for positions in plan_batches(
+                corpus.lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size
+            ):
+                input_ids, mask = corpus.padded(positions, pad_id)
+                ids_t = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
+                mask_t = torch.from_numpy(mask).to(self.device, non_blocking=True)
+                hidden = mlm.hf_model(input_ids=ids_t, attention_mask=mask_t.long()).logits
+                if head is not None:
+                    pooled = splade_max_logits_screened(
+                        hidden, mask_t, weight, *head, bias, chunk_tokens=self.head_chunk_tokens
+                    )
+                else:
+                    pooled = splade_max_logits(
+                        hidden, mask_t, weight, bias, chunk_tokens=self.head_chunk_tokens
+                    )
+                yield positions, splade_activation(pooled, double_log=mlm.double_log)
+
+    def _screened_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """bf16 copy and row norms of the output projection, when the bf16 screen pays off.
+
+        That is a float32 model on a CPU with native bf16 dot products (AVX512-BF16 or AMX);
+        elsewhere the plain float32 head runs.
+        """
+        mlm = self._mlm
+        if mlm is None or self.device.type != "cpu" or mlm.decoder.weight.dtype != torch.float32:
+            return None
+        if not _cpu_has_native_bf16():
+            return None
+        if self._head_cache is None:
+            weight = mlm.decoder.weight.detach()
+            self._head_cache = (weight.to(torch.bfloat16), torch.linalg.vector_norm(weight, dim=1))
+        return self._head_cache
+
+    def _generic_batches(self, texts: list[str], task: Task) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        from sentence_transformers.util import batch_to_device
+
+        # Character length is the proxy for token length here; the tokenizer may differ per route.
+        char_lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        approx_tokens = np.minimum(char_lengths // 4 + 2, self.model.max_seq_length or 512)
+        # The model materialises [batch, length, vocab] logits here: smaller batches than the fast path.
+        budget = min(self.token_budget, _GENERIC_TOKEN_BUDGET)
+        for positions in plan_batches(approx_tokens, token_budget=budget, max_batch_size=self.max_batch_size):
+            batch = [texts[i] for i in positions.tolist()]
+            features = batch_to_device(self.model.preprocess(batch, task=task.value), self.device)
+            yield positions, self.model(features, task=task.value)["sentence_embedding"]
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """True on Linux CPUs that advertise AVX512-BF16 or AMX-BF16."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _checked_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("pass a list of strings, not a single string")
+    checked = list(texts)
+    for position, text in enumerate(checked):
+        if not isinstance(text, str):
+            raise InputError(f"text #{position} is {type(text).__name__}, not a string")
+        if not text.strip():
+            raise InputError(f"text #{position} is empty")
+    return checked
+
+
+def _find_mlm_path(model: SparseEncoder) -> _MlmPath | None:
+    """Recognise ``[Transformer(fill-mask), SpladePooling(max)]`` with a linear output projection."""
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    modules = list(model.children())
+    if len(modules) != 2 or not isinstance(modules[1], SpladePooling):
+        return None
+    transformer, pooling = modules
+    if pooling.pooling_strategy != "max" or getattr(transformer, "transformer_task", None) != "fill-mask":
+        return None
+    # Per-task lengths, query expansion or tokenizer overrides change tokenization: generic path.
+    for option in ("query_length", "document_length", "query_expansion", "processing_kwargs"):
+        if getattr(transformer, option, None):
+            return None
+    hf_model = getattr(transformer, "model", None)
+    get_output = getattr(hf_model, "get_output_embeddings", None)
+    decoder = get_output() if callable(get_output) else None
+    if not isinstance(hf_model, nn.Module) or not isinstance(decoder, nn.Linear):
+        return None
+    for parent in hf_model.modules():
+        for name, child in parent.named_children():
+            if child is decoder:
+                return _MlmPath(
+                    hf_model=hf_model,
+                    tokenizer=transformer.tokenizer,
+                    max_seq_length=int(cast(Any, transformer).max_seq_length),
+                    decoder=decoder,
+                    decoder_parent=parent,
+                    decoder_attr=name,
+                    double_log=pooling.activation_function == "log1p_relu",
+                )
+    return None
+
+
+@contextmanager
+def _output_projection_removed(mlm: _MlmPath) -> Iterator[None]:
+    """Make the MLM return the projection's input (hidden states after the head transform)."""
+    setattr(mlm.decoder_parent, mlm.decoder_attr, nn.Identity())
+    try:
+        yield
+    finally:
+        setattr(mlm.decoder_parent, mlm.decoder_attr, mlm.decoder)

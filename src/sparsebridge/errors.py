@@ -1,0 +1,84 @@
+"""The sparsebridge exception tree.
+
+::
+
+    SparsebridgeError                 base of everything raised on purpose
+    ├── MissingExtraError             an optional dependency is not installed (names the extra)
+    ├── ModelLoadError                the model name or path cannot be loaded
+    ├── InputError                    bad user input; carries ``source`` and ``line`` when known
+    └── BackendError                  a search engine refused or failed; carries ``backend``,
+        │                             ``status`` and the affected ``item_ids``
+        ├── BackendUnavailableError   the engine cannot be reached (after retries)
+        └── SchemaMismatchError       an existing collection/index does not match what we need
+
+Every error is raised before any network call when the cause is local
+(bad vectors, bad options, bad input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "InputError",
+    "MissingExtraError",
+    "ModelLoadError",
+    "SchemaMismatchError",
+    "SparsebridgeError",
+]
+
+
+class SparsebridgeError(Exception):
+    """Base class of every error sparsebridge raises on purpose."""
+
+
+class MissingExtraError(SparsebridgeError, ImportError):
+    """An optional dependency is missing; the message says which extra to install."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(f"{package} is not installed: pip install 'sparsebridge[{extra}]'")
+        self.package = package
+        self.extra = extra
+
+
+class ModelLoadError(SparsebridgeError):
+    """The model could not be loaded (unknown hub name, bad local path, offline without a cache)."""
+
+
+class InputError(SparsebridgeError, ValueError):
+    """Bad input data, with its location when known (``source`` file and 1-based ``line``)."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
+        where = ""
+        if source is not None:
+            where = f"{source}:{line}: " if line is not None else f"{source}: "
+        super().__init__(f"{where}{message}")
+        self.source = source
+        self.line = line
+
+
+class BackendError(SparsebridgeError):
+    """A backend call failed. ``status`` is the engine's status code when there is one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str,
+        status: int | None = None,
+        item_ids: Sequence[str] = (),
+    ) -> None:
+        super().__init__(f"[{backend}] {message}")
+        self.backend = backend
+        self.status = status
+        self.item_ids = tuple(item_ids)
+
+
+class BackendUnavailableError(BackendError):
+    """The backend could not be reached, even after retries."""
+
+
+class SchemaMismatchError(BackendError):
+    """An existing collection or index has a schema that does not match the requested one."""

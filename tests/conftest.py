@@ -1,0 +1,63 @@
+"""Shared fixtures: the real models shipped in PyPI wheels, loaded once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def splade_tiny_path() -> str:
+    from sparsebridge.encoder.models import resolve_model
+
+    return resolve_model("splade-tiny")
+
+
+@pytest.fixture(scope="session")
+def encoder(splade_tiny_path: str):  # type: ignore[no-untyped-def]
+    from sparsebridge.encoder import Encoder
+
+    return Encoder.load(splade_tiny_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[tuple[str, str]]:
+    """A few hundred short synthetic documents over a small vocabulary (made here, deterministic)."""
+    import random
+
+    rng = random.Random(1234)
+    topics = {
+        "river": "river water flow delta bank flood stream valley bridge",
+        "space": "planet star orbit moon galaxy telescope rocket comet",
+        "cell": "protein gene cell enzyme membrane virus vaccine immune",
+        "code": "compiler python memory thread cache index query server",
+        "food": "bread coffee cheese pasta oven sugar flour recipe",
+    }
+    filler = "the a of and in is was for on with as by at from that this".split()
+    docs = []
+    for i in range(240):
+        name, words = rng.choice(list(topics.items()))
+        vocab = words.split()
+        n = rng.randint(6, 40)
+        words_ = [rng.choice(vocab) if rng.random() < 0.5 else rng.choice(filler) for _ in range(n)]
+        text = " ".join(words_)
+        docs.append((f"{name}-{i}", text))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def queries() -> list[str]:
+    return [
+        "river flood",
+        "planet orbit telescope",
+        "vaccine immune response",
+        "python compiler cache",
+        "bread recipe flour",
+        "moon",
+        "server query index memory",
+        "coffee and cheese",
+    ]

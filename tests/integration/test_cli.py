@@ -1,0 +1,121 @@
+"""The CLI end to end, in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparsebridge.types import SparseVector
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "examples" / "sample_corpus.jsonl"
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "sparsebridge.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_ingest_then_search_on_the_embedded_default(tmp_path: Path) -> None:
+    ingest = run(
+        "ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--batch-size", "10", cwd=tmp_path
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    assert "wrote 24 documents to qdrant+local://.sparsebridge/qdrant/docs" in ingest.stdout
+    assert "docs/s" in ingest.stderr  # the progress bar
+    again = run("ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    search = run("search", "--model", "splade-tiny", "which planet is red", "-k", "3", cwd=tmp_path)
+    assert search.returncode == 0, search.stderr
+    lines = search.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].split()[2] == "space-2"
+    assert "Mars is called the red planet" in lines[0]
+
+
+def test_encode_writes_the_public_jsonl_contract(tmp_path: Path, encoder: object) -> None:
+    out = tmp_path / "vectors.jsonl"
+    result = run(
+        "encode", "--model", "splade-tiny", "--input", str(SAMPLE), "--output", str(out), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [json.loads(line)["id"] for line in SAMPLE.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ids
+    assert all(set(r) == {"id", "indices", "values"} for r in rows)
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    expected = encoder.encode_documents(texts)  # type: ignore[attr-defined]
+    for row, vector in zip(rows, expected, strict=True):
+        assert SparseVector.from_lists(row["indices"], row["values"]) == vector
+
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"qid": 7, "q": "red planet"}) + "\n")
+    result = run(
+        "encode", "--model", "splade-tiny", "--input", str(queries), "--id-field", "qid", "--text-field", "q",
+        "--output", str(out), "--queries", "--top-k", "4", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [row] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["id"] == "7" and len(row["indices"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"id": "a", "text": "ok"}\n{"id": "b", "text": "ok"\n', "docs.jsonl:2: malformed JSON"),
+        (b'{"id": "a", "text": "ok"}\n{"id": "b"}\n', "docs.jsonl:2: field 'text' (the text) is missing"),
+        (b'{"id": "a", "text": "   "}\n', "docs.jsonl:1: field 'text' (the text) is empty"),
+        (b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "docs.jsonl:2: duplicate id 'a'"),
+        (b"\n\n", "no documents"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, content: bytes, message: str) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_bytes(content)
+    result = run("ingest", "--model", "splade-tiny", "--input", str(docs), cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / ".sparsebridge").exists()
+    out = tmp_path / "v.jsonl"
+    result = run("encode", "--model", "splade-tiny", "--input", str(docs), "--output", str(out), cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert not out.exists() and not (tmp_path / "v.jsonl.partial").exists()
+
+
+def test_missing_file_unknown_model_and_unreachable_server(tmp_path: Path) -> None:
+    result = run("ingest", "--model", "splade-tiny", "--input", "nope.jsonl", cwd=tmp_path)
+    assert result.returncode == 2 and "nope.jsonl: input file does not exist" in result.stderr
+
+    result = run("ingest", "--model", str(tmp_path / "no-model"), "--input", str(SAMPLE), cwd=tmp_path)
+    assert result.returncode == 1 and "cannot load sparse model" in result.stderr
+
+    result = run(
+        "ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--to", "qdrant://127.0.0.1:9/docs",
+        "--max-retry-seconds", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "[qdrant] collection check failed after" in result.stderr
+
+    result = run(
+        "ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--to", "mysql://x/y", cwd=tmp_path
+    )
+    assert result.returncode == 2 and "unknown target scheme" in result.stderr
+
+
+def test_search_on_a_missing_collection_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("search", "--model", "splade-tiny", "anything", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "collection 'docs' does not exist (ingest into it first)" in result.stderr
+    assert "Traceback" not in result.stderr

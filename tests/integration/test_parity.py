@@ -1,0 +1,95 @@
+"""The core's vectors equal sentence-transformers' on the real splade-tiny model (fp32, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparsebridge.encoder import Encoder
+from sparsebridge.errors import InputError, ModelLoadError
+from sparsebridge.types import SparseVector
+
+
+def reference(encoder: Encoder, texts: list[str], *, query: bool, top_k: int | None) -> torch.Tensor:
+    encode = encoder.model.encode_query if query else encoder.model.encode_document
+    return encode(texts, max_active_dims=top_k, convert_to_sparse_tensor=False, batch_size=16).cpu()
+
+
+def assert_same(ours: list[SparseVector], ref: torch.Tensor) -> None:
+    assert len(ours) == ref.shape[0]
+    for row, vector in zip(ref, ours, strict=True):
+        nonzero = torch.nonzero(row > 0).flatten().numpy()
+        np.testing.assert_array_equal(vector.indices, nonzero)
+        np.testing.assert_allclose(vector.values, row[nonzero].numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("query", [False, True])
+@pytest.mark.parametrize("top_k", [None, 16])
+def test_parity_with_sentence_transformers(
+    encoder: Encoder, corpus: list[tuple[str, str]], query: bool, top_k: int | None
+) -> None:
+    texts = [text for _, text in corpus[:96]] + ["a", "Longer text " * 200]  # tiny and truncated
+    encode = encoder.encode_queries if query else encoder.encode_documents
+    ours = encode(texts, top_k=top_k)
+    assert_same(ours, reference(encoder, texts, query=query, top_k=top_k))
+    if top_k is not None:
+        assert max(len(v) for v in ours) <= top_k
+
+
+def test_fast_path_equals_generic_path(encoder: Encoder, corpus: list[tuple[str, str]]) -> None:
+    assert encoder.uses_fast_path
+    generic = Encoder(encoder.model, fast_path=False)
+    assert not generic.uses_fast_path
+    texts = [text for _, text in corpus[:64]]
+    for fast, slow in zip(encoder.encode_documents(texts), generic.encode_documents(texts), strict=True):
+        np.testing.assert_array_equal(fast.indices, slow.indices)
+        np.testing.assert_allclose(fast.values, slow.values, atol=1e-5)
+
+
+def test_min_weight_and_order_independence(encoder: Encoder, corpus: list[tuple[str, str]]) -> None:
+    texts = [text for _, text in corpus[:40]]
+    full = encoder.encode_documents(texts)
+    pruned = encoder.encode_documents(texts, min_weight=0.5)
+    for a, b in zip(full, pruned, strict=True):
+        assert b == a.prune(min_weight=0.5)
+    # small budget: many batches; results come back in input order regardless
+    small = Encoder(encoder.model, token_budget=64, max_batch_size=3).encode_documents(texts)
+    for a, b in zip(full, small, strict=True):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+
+
+def test_vectors_are_positive_sorted_and_typed(encoder: Encoder) -> None:
+    [v] = encoder.encode_documents(["sparse retrieval with splade"])
+    assert v.indices.dtype == np.int32 and v.values.dtype == np.float32
+    assert np.all(np.diff(v.indices) > 0) and np.all(v.values > 0)
+
+
+def test_token_mapping(encoder: Encoder) -> None:
+    assert encoder.vocab_size == 30522
+    assert encoder.token(encoder.token_id("river")) == "river"
+    assert {".", "...", "##."} <= set(encoder.vocab)
+    [v] = encoder.encode_queries(["river"], top_k=3)
+    assert "river" in encoder.tokens(v)
+    with pytest.raises(ValueError):
+        encoder.token(30522)
+    with pytest.raises(ValueError):
+        encoder.token_id("no-such-token-here")
+
+
+def test_bad_input(encoder: Encoder) -> None:
+    assert encoder.encode_documents([]) == []
+    with pytest.raises(TypeError):
+        encoder.encode_documents("a single string")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="#1 is empty"):
+        encoder.encode_documents(["fine", "  "])
+    with pytest.raises(InputError, match="#0 is int"):
+        encoder.encode_queries([3])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        encoder.encode_documents(["x"], top_k=0)
+
+
+def test_unknown_model_path(tmp_path: object) -> None:
+    with pytest.raises(ModelLoadError, match="cannot load sparse model"):
+        Encoder.load(str(tmp_path) + "/no-such-model", device="cpu")

@@ -1,0 +1,124 @@
+"""The Qdrant adapter on embedded Qdrant against the exact in-memory dot product."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sparsebridge.backends import MemoryBackend, QdrantBackend, QdrantTarget, Record, RetryPolicy
+from sparsebridge.encoder import Encoder
+from sparsebridge.errors import BackendUnavailableError, InputError, SchemaMismatchError
+from sparsebridge.ingest import ingest
+from sparsebridge.types import Document, SparseVector
+
+
+@pytest.fixture
+def qdrant(tmp_path: Path):  # type: ignore[no-untyped-def]
+    backend = QdrantBackend(QdrantTarget("docs", path=str(tmp_path / "qdrant")))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def encoded(encoder: Encoder, corpus: list[tuple[str, str]]) -> list[Record]:
+    vectors = encoder.encode_documents([text for _, text in corpus])
+    return [
+        Record(Document(i, t, {"n": n}), v) for n, ((i, t), v) in enumerate(zip(corpus, vectors, strict=True))
+    ]
+
+
+def test_search_equals_exact_dot_product(
+    qdrant: QdrantBackend, encoded: list[Record], encoder: Encoder, queries: list[str]
+) -> None:
+    exact = MemoryBackend()
+    for backend in (qdrant, exact):
+        backend.ensure_schema()
+        backend.write(encoded)
+    assert qdrant.count() == exact.count() == len(encoded)
+    for query in encoder.encode_queries(queries):
+        got = qdrant.search(query, k=10)
+        want = exact.search(query, k=10)
+        assert len(got) == len(want) == 10
+        assert [h.id for h in got] == [h.id for h in want]
+        for g, w in zip(got, want, strict=True):
+            assert g.score == pytest.approx(w.score, rel=1e-4, abs=1e-4)
+            assert g.payload["doc_id"] == g.id
+    hit = qdrant.search(encoder.encode_queries([queries[0]])[0], k=1)[0]
+    assert set(hit.payload) == {"doc_id", "text", "metadata"} and "n" in hit.payload["metadata"]
+
+
+def test_rewrite_is_idempotent_and_delete_works(qdrant: QdrantBackend, encoded: list[Record]) -> None:
+    qdrant.ensure_schema()
+    qdrant.write(encoded[:50])
+    qdrant.write(encoded[:50])
+    assert qdrant.count() == 50
+    qdrant.delete([r.document.id for r in encoded[:10]] + ["never-written"])
+    assert qdrant.count() == 40
+
+
+def test_collection_survives_reopen(tmp_path: Path, encoded: list[Record]) -> None:
+    target = QdrantTarget("docs", path=str(tmp_path / "q"))
+    first = QdrantBackend(target)
+    first.ensure_schema()
+    first.write(encoded[:20])
+    first.close()
+    again = QdrantBackend(target)
+    again.ensure_schema()
+    assert again.count() == 20
+    again.close()
+
+
+def test_schema_mismatch_is_reported(tmp_path: Path) -> None:
+    path = str(tmp_path / "q")
+    plain = QdrantBackend(QdrantTarget("docs", path=path))
+    plain.ensure_schema()
+    plain.close()
+    for options in ({"idf": True}, {"vector_name": "other"}, {"dense_size": 384}):
+        backend = QdrantBackend(QdrantTarget("docs", path=path), **options)  # type: ignore[arg-type]
+        with pytest.raises(SchemaMismatchError, match="exists with another schema"):
+            backend.ensure_schema()
+        backend.close()
+    with_dense = QdrantBackend(QdrantTarget("dense", path=path), dense_size=8, idf=True)
+    with_dense.ensure_schema()
+    with_dense.ensure_schema()  # matches: no error
+    with_dense.close()
+
+
+def test_bad_records_are_rejected_before_any_io(encoded: list[Record]) -> None:
+    # No client exists: anything that reached the network would fail differently.
+    backend = QdrantBackend(QdrantTarget("docs", url="http://127.0.0.1:9"))
+    empty = Record(Document("e", "text"), SparseVector.from_lists([], []))
+    with pytest.raises(InputError, match="empty sparse vector"):
+        backend.write([empty])
+    with pytest.raises(InputError, match="twice"):
+        backend.write([encoded[0], encoded[0]])
+    with pytest.raises(TypeError):
+        backend.write([("id", "vector")])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        backend.search(encoded[0].vector, k=0)
+    assert backend._client is None
+
+
+def test_unreachable_server_fails_after_bounded_retries() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_wait=0.01, max_wait=0.02, max_total_seconds=5)
+    backend = QdrantBackend(QdrantTarget("docs", url="http://127.0.0.1:9"), retry=policy)
+    with pytest.raises(BackendUnavailableError, match="after 3 attempts"):
+        backend.ensure_schema()
+
+
+def test_ingest_pipeline_writes_everything(
+    qdrant: QdrantBackend, encoder: Encoder, corpus: list[tuple[str, str]]
+) -> None:
+    docs = [Document(i, t) for i, t in corpus]
+    seen: list[int] = []
+    stats = ingest(docs, encoder=encoder, backend=qdrant, batch_size=64, on_batch=seen.append)
+    assert stats.written == len(docs) == qdrant.count() == sum(seen)
+    assert stats.batches == 4
+
+
+def test_ingest_stops_on_empty_vector(qdrant: QdrantBackend, encoder: Encoder) -> None:
+    docs = [Document("a", "river flood"), Document("b", "planet orbit")]
+    with pytest.raises(InputError, match="empty vector"):
+        ingest(docs, encoder=encoder, backend=qdrant, min_weight=1e9)
+    assert qdrant.count() == 0

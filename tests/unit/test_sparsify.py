@@ -1,0 +1,77 @@
+"""The device-side head and pruning against a naive reference, on small random shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsebridge.encoder.sparsify import splade_activation, splade_max_logits, to_sparse_vectors
+
+
+def naive(hidden: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    logits = hidden @ weight.t() + bias
+    activated = torch.log1p(torch.relu(logits)) * mask[..., None]
+    return activated.amax(dim=1)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 7, 1000])
+def test_pooled_head_equals_naive(chunk_tokens: int) -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 9, 16, dtype=torch.float64)
+    weight = torch.randn(50, 16, dtype=torch.float64)
+    bias = torch.randn(50, dtype=torch.float64) - 1.0
+    lengths = torch.tensor([9, 5, 1, 3])
+    mask = torch.arange(9)[None, :] < lengths[:, None]
+    # padding positions hold garbage that would win the max if it were not excluded
+    hidden[~mask] = 100.0
+    ours = splade_activation(
+        splade_max_logits(hidden, mask, weight, bias, chunk_tokens=chunk_tokens), double_log=False
+    )
+    torch.testing.assert_close(ours, naive(hidden, mask, weight, bias).float())
+
+
+def test_double_log_variant() -> None:
+    x = torch.tensor([[-1.0, 0.0, 3.0]])
+    torch.testing.assert_close(splade_activation(x, double_log=True), torch.log1p(torch.log1p(torch.relu(x))))
+
+
+def test_to_sparse_vectors_prunes_and_keeps_row_order() -> None:
+    dense = torch.tensor([[0.0, 0.5, 0.2, 0.9], [0.0, 0.0, 0.0, 0.0], [0.3, 0.0, 0.0, 0.1]])
+    a, b, c = to_sparse_vectors(dense, top_k=None, min_weight=0.0)
+    assert a.as_dict() == pytest.approx({1: 0.5, 2: 0.2, 3: 0.9})
+    assert len(b) == 0
+    assert c.as_dict() == pytest.approx({0: 0.3, 3: 0.1})
+    a, _, c = to_sparse_vectors(dense, top_k=2, min_weight=0.15)
+    assert a.as_dict() == pytest.approx({1: 0.5, 3: 0.9})
+    assert c.as_dict() == pytest.approx({0: 0.3})
+
+
+def test_screened_head_is_exact_where_positive_and_zero_elsewhere() -> None:
+    from sparsebridge.encoder.sparsify import splade_max_logits_screened
+
+    torch.manual_seed(1)
+    hidden = torch.randn(6, 11, 32) * 3
+    weight = torch.randn(400, 32) / 4
+    lengths = torch.tensor([11, 7, 1, 4, 9, 2])
+    mask = torch.arange(11)[None, :] < lengths[:, None]
+    hidden[~mask] = 50.0
+    exact = splade_max_logits(hidden, mask, weight, None, chunk_tokens=16)
+    # a bias that puts many max logits within bf16 error of zero: the hard case for the screen
+    bias = -exact.median(dim=0).values + torch.randn(400) * 1e-3
+    exact = exact + bias
+    screened = splade_max_logits_screened(
+        hidden,
+        mask,
+        weight,
+        weight.to(torch.bfloat16),
+        torch.linalg.vector_norm(weight, dim=1),
+        bias,
+        chunk_tokens=16,
+    )
+    positive = exact > 0
+    assert 0 < int(positive.sum()) < positive.numel()
+    torch.testing.assert_close(screened[positive], exact[positive], rtol=0, atol=1e-5)
+    assert torch.all(screened[~positive] <= 0)
+    torch.testing.assert_close(
+        splade_activation(screened, double_log=False), splade_activation(exact, double_log=False)
+    )
