@@ -8,8 +8,11 @@
     ├── InputError                    bad user input; carries ``source`` and ``line`` when known
     └── BackendError                  a search engine refused or failed; carries ``backend``,
         │                             ``status`` and the affected ``item_ids``
-        ├── BackendUnavailableError   the engine cannot be reached (after retries)
-        └── SchemaMismatchError       an existing collection/index does not match what we need
+        ├── BackendUnavailableError   the engine cannot be reached, or stayed overloaded or
+        │                             blocked, after bounded retries (``reason`` says which)
+        ├── SchemaMismatchError       an existing collection/index does not match what we need
+        └── BulkWriteError            some items failed permanently (``failures``); the others
+                                      were written
 
 Every error is raised before any network call when the cause is local
 (bad vectors, bad options, bad input).
@@ -18,11 +21,14 @@ Every error is raised before any network call when the cause is local
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "BulkWriteError",
     "InputError",
+    "ItemFailure",
     "MissingExtraError",
     "ModelLoadError",
     "SchemaMismatchError",
@@ -82,3 +88,21 @@ class BackendUnavailableError(BackendError):
 
 class SchemaMismatchError(BackendError):
     """An existing collection or index has a schema that does not match the requested one."""
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One item of a bulk write that failed: the document id, status, error type and reason."""
+
+    id: str
+    status: int
+    type: str
+    reason: str
+
+
+class BulkWriteError(BackendError):
+    """Some items of a write failed permanently (mapping or parsing errors); the others were written."""
+
+    def __init__(self, message: str, *, backend: str, failures: Sequence[ItemFailure]) -> None:
+        super().__init__(message, backend=backend, item_ids=[f.id for f in failures])
+        self.failures = tuple(failures)

@@ -60,3 +60,25 @@ def test_point_ids_are_deterministic_uuids() -> None:
     assert point_id("doc-1") == point_id("doc-1")
     assert point_id("doc-1") != point_id("doc-2")
     assert len(point_id("x")) == 36
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "reason", "kind"),
+    [
+        (None, "", "connection refused", "transient"),
+        (429, "es_rejected_execution_exception", "rejected execution", "transient"),
+        (429, "circuit_breaking_exception", "[parent] Data too large", "transient"),
+        (429, "cluster_block_exception", "blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded]", "blocked"),
+        (503, "unavailable_shards_exception", "", "transient"),
+        (502, "", "", "transient"),
+        (400, "mapper_parsing_exception", "failed to parse field", "permanent"),
+        (400, "illegal_argument_exception", "", "permanent"),
+        (403, "cluster_block_exception", "blocked by: [FORBIDDEN/8/index write (api)]", "fatal"),
+        (401, "security_exception", "", "fatal"),
+        (404, "index_not_found_exception", "", "fatal"),
+    ],
+)
+def test_failure_classification(status: int | None, error_type: str, reason: str, kind: str) -> None:
+    from sparsebridge.backends.retry import classify_failure
+
+    assert classify_failure(status, error_type, reason).value == kind

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sparsebridge.types import Document, SearchHit, SparseVector
 
-__all__ = ["Backend", "Record", "point_id", "stored_payload"]
+__all__ = ["Backend", "Record", "WriteStats", "point_id", "stored_payload"]
 
 # Fixed namespace: the same document id gives the same point id in every run and on every machine.
 _ID_NAMESPACE = uuid.UUID("6f0c7a52-3c1e-4b8e-9a4e-2f6d1b7c9e10")
@@ -26,6 +26,24 @@ class Record:
 
     document: Document
     vector: SparseVector
+
+
+@dataclass
+class WriteStats:
+    """What one ``write`` call did: items acknowledged, retried item-attempts, stale items.
+
+    ``stale`` counts items the engine refused because it already holds a newer version (a replay
+    of an older run under external versioning): not an error, nothing was overwritten.
+    """
+
+    written: int = 0
+    retries: int = 0
+    stale: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        self.written += other.written
+        self.retries += other.retries
+        self.stale += other.stale
 
 
 def stored_payload(document: Document) -> dict[str, Any]:
@@ -47,8 +65,13 @@ class Backend(Protocol):
         """Create the collection/index, or check that the existing one matches; raise otherwise."""
         ...
 
-    def write(self, records: Sequence[Record]) -> None:
-        """Upsert records; returns once the engine acknowledged all of them."""
+    def write(self, records: Sequence[Record]) -> WriteStats:
+        """Upsert records; returns once the engine acknowledged all of them.
+
+        Transient failures are retried (only the failed items); items that fail permanently raise
+        :class:`~sparsebridge.errors.BulkWriteError` listing them, after every other item was
+        written.
+        """
         ...
 
     def delete(self, document_ids: Sequence[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sparsebridge.backends.base import Record, stored_payload
+from sparsebridge.backends.base import Record, WriteStats, stored_payload
 from sparsebridge.backends.validation import check_k, check_query, check_records
 from sparsebridge.types import SearchHit, SparseVector
 
@@ -26,10 +26,11 @@ class MemoryBackend:
     def ensure_schema(self) -> None:
         return None
 
-    def write(self, records: Sequence[Record]) -> None:
+    def write(self, records: Sequence[Record]) -> WriteStats:
         check_records(records)
         for record in records:
             self._rows[record.document.id] = (record.vector, stored_payload(record.document))
+        return WriteStats(written=len(records))
 
     def delete(self, document_ids: Sequence[str]) -> None:
         for document_id in document_ids:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sparsebridge.backends.base import Record, point_id, stored_payload
+from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry
 from sparsebridge.backends.validation import check_k, check_query, check_records
 from sparsebridge.errors import BackendError, MissingExtraError, SchemaMismatchError
@@ -177,7 +177,7 @@ class QdrantBackend:
                 )
         return problems
 
-    def write(self, records: Sequence[Record]) -> None:
+    def write(self, records: Sequence[Record]) -> WriteStats:
         check_records(records)
         models = _qdrant().models
         for start in range(0, len(records), self.batch_size):
@@ -195,6 +195,7 @@ class QdrantBackend:
                 for r in batch
             ]
             self._call("upsert", self.client.upsert, self.target.collection, points=points, wait=True)
+        return WriteStats(written=len(records))
 
     def delete(self, document_ids: Sequence[str]) -> None:
         if isinstance(document_ids, str):

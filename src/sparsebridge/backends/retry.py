@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TypeVar
 
 from tenacity import (
@@ -18,10 +19,46 @@ from tenacity import (
 
 from sparsebridge.errors import BackendUnavailableError
 
-__all__ = ["RetryPolicy", "call_with_retry"]
+__all__ = ["FailureKind", "RetryPolicy", "call_with_retry", "classify_failure"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class FailureKind(str, Enum):
+    """How a failed request or bulk item is handled: one classification for every backend."""
+
+    TRANSIENT = "transient"  # retry only the failed items, capped exponential backoff + jitter
+    BLOCKED = "blocked"  # e.g. disk flood-stage block (answers 429): bounded retry, then name it
+    PERMANENT = "permanent"  # per item (mapping/parsing): dead-letter, never retried
+    FATAL = "fatal"  # configuration (auth, write block, missing index): fail fast
+
+
+_TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
+_FATAL_STATUS = frozenset({401, 403, 404})
+
+
+def classify_failure(status: int | None, error_type: str = "", reason: str = "") -> FailureKind:
+    """Classify a failure from its HTTP status (``None``: no answer at all) and the engine's error.
+
+    Example:
+        >>> classify_failure(429, "es_rejected_execution_exception").value
+        'transient'
+        >>> classify_failure(429, "cluster_block_exception", "blocked by: [TOO_MANY_REQUESTS/12/...]").value
+        'blocked'
+        >>> classify_failure(400, "mapper_parsing_exception").value
+        'permanent'
+    """
+    text = f"{error_type} {reason}".lower()
+    if status is None:
+        return FailureKind.TRANSIENT
+    if status == 429 and ("cluster_block_exception" in text or "/12/" in text or "flood" in text):
+        return FailureKind.BLOCKED
+    if status in _TRANSIENT_STATUS or status >= 500:
+        return FailureKind.TRANSIENT
+    if status in _FATAL_STATUS:
+        return FailureKind.FATAL
+    return FailureKind.PERMANENT
 
 
 @dataclass(frozen=True)
