@@ -89,6 +89,65 @@ def timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, float]:
+    """Seconds per stage of the fast path, each stage run alone over all texts (stages synchronised)."""
+    import functools
+
+    from sparsebridge.encoder import triton_head
+    from sparsebridge.encoder.batching import tokenized_batches
+    from sparsebridge.encoder.core import _output_projection_removed
+    from sparsebridge.encoder.extract import SparseExtractor
+    from sparsebridge.encoder.sparsify import pad_with_first_token, splade_activation, splade_max_logits
+
+    mlm = encoder._mlm
+    tokenize = functools.partial(
+        mlm.tokenizer, truncation=True, max_length=mlm.max_seq_length, padding=True,
+        return_tensors="np", return_token_type_ids=False,
+    )  # fmt: skip
+    stages: dict[str, float] = {}
+    stages["tokenize"], batches = timed(
+        lambda: list(
+            tokenized_batches(tokenize, texts, pad_id=0, token_budget=encoder.token_budget,
+                              max_batch_size=encoder.max_batch_size)
+        ),
+        device,
+    )  # fmt: skip
+    stages["to_device"], on_device = timed(
+        lambda: [(encoder._to_device(b.input_ids), encoder._to_device(b.mask)) for b in batches], device
+    )
+    weight, bias = mlm.decoder.weight, mlm.decoder.bias
+    with torch.inference_mode(), _output_projection_removed(mlm):
+        stages["body"], hidden = timed(
+            lambda: [mlm.hf_model(input_ids=i, attention_mask=m.long()).logits for i, m in on_device], device
+        )
+        if device.startswith("cuda") and triton_head.available(torch.device(device)):
+
+            def fused() -> list[torch.Tensor]:
+                out = []
+                for h, (_, m) in zip(hidden, on_device, strict=True):
+                    padded = pad_with_first_token(h, m)
+                    out.append(triton_head.max_logits(padded.flatten(0, 1), weight, padded.shape[1]) + bias)
+                return out
+
+            stages["head_fused"], pooled = timed(fused, device)
+        stages["head_torch"], pooled = timed(
+            lambda: [splade_max_logits(h, m, weight, bias, chunk_tokens=encoder.head_chunk_tokens)
+                     for h, (_, m) in zip(hidden, on_device, strict=True)],
+            device,
+        )  # fmt: skip
+        dense = [splade_activation(p, double_log=False) for p in pooled]
+
+        def extract() -> int:
+            extractor = SparseExtractor(device=torch.device(device), top_k=None, min_weight=0.0)
+            count = 0
+            for b, d in zip(batches, dense, strict=True):
+                count += sum(1 for _ in extractor.submit(b.positions, d))
+            return count + sum(1 for _ in extractor.drain())
+
+        stages["extract"], _ = timed(extract, device)
+    return {k: len(texts) / v for k, v in stages.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="splade-tiny", help="splade-tiny, bert-base, a path or hub name")
@@ -100,6 +159,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="append results to this JSON Lines file")
     parser.add_argument("--label", default="", help="free text stored with the results")
+    parser.add_argument("--profile", action="store_true", help="also time each fast-path stage alone")
     args = parser.parse_args()
 
     from sentence_transformers import SparseEncoder
@@ -137,7 +197,7 @@ def main() -> None:
         model.max_seq_length = 256
         model.to(dict(dtypes)[label] if cuda else torch.float32)
         subset = texts[:st_docs]
-        model.encode_document(subset[:batch_size], batch_size=batch_size)  # warm-up
+        model.encode_document(subset[: 4 * batch_size], batch_size=batch_size)  # warm-up
         seconds, out = timed(
             lambda m=model, b=batch_size, s=subset: m.encode_document(s, batch_size=b), args.device
         )
@@ -145,19 +205,35 @@ def main() -> None:
         record(f"sentence-transformers {label} batch {batch_size}", len(subset), seconds, nnz)
         del model, out
 
-    for label, dtype in dtypes[::-1]:
+    by_length = sorted(texts, key=len)
+    warm_up = by_length[:128] + by_length[-128:]  # shortest and longest: every kernel variant compiles
+    for label, dtype in dtypes[-1:]:  # the device's default dtype: bf16 on CUDA, fp32 on CPU
         for fast in (True, False):
             model = SparseEncoder(path, device=args.device)
             model.max_seq_length = 256
             model.to(dtype)
             encoder = Encoder(model, fast_path=fast)
             subset = texts[:docs] if fast else texts[:st_docs]
-            encoder.encode_documents(subset[:256])  # warm-up
+            encoder.encode_documents(warm_up[:128])
+            encoder.encode_documents(warm_up[128:])
+            if fast and cuda:  # large inputs start the tokenizer worker processes: not part of the timing
+                encoder.encode_documents(texts[-8192:])
             seconds, vectors = timed(lambda e=encoder, s=subset: e.encode_documents(s), args.device)
             nnz = sum(len(v) for v in vectors) / len(vectors)
             path_name = "fast" if encoder.uses_fast_path else "generic"
             record(f"sparsebridge {label} {path_name} path", len(subset), seconds, nnz)
             del model, encoder
+
+    stage_rates: dict[str, float] = {}
+    if args.profile:
+        model = SparseEncoder(path, device=args.device)
+        model.max_seq_length = 256
+        model.to(dtypes[-1][1])
+        encoder = Encoder(model)
+        profile_fast_path(encoder, texts[:256], args.device)  # warm-up
+        stage_rates = profile_fast_path(encoder, texts[:docs], args.device)
+        print("fast path stages alone (docs/s): " + ", ".join(f"{k} {v:.0f}" for k, v in stage_rates.items()))
+        del model, encoder
 
     best_st = max(r["docs_per_s"] for r in results if r["config"].startswith("sentence-transformers"))
     best_ours = max(r["docs_per_s"] for r in results if r["config"].startswith("sparsebridge"))
@@ -172,6 +248,7 @@ def main() -> None:
             "label": args.label,
             "results": results,
             "ratio_best": best_ours / best_st,
+            "stages_docs_per_s": stage_rates,
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         with args.json.open("a") as f:

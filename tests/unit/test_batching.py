@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
-from sparsebridge.encoder.batching import TokenizedCorpus, plan_batches
+from sparsebridge.encoder.batching import plan_batches, prefetch, tokenized_batches
 
 
 def test_batches_are_length_sorted_within_budget_and_cover_everything() -> None:
@@ -29,8 +32,91 @@ def test_empty_and_invalid() -> None:
         plan_batches([1], token_budget=0, max_batch_size=2)
 
 
-def test_padding_is_vectorised_and_exact() -> None:
-    corpus = TokenizedCorpus.from_lists([[101, 7, 102], [101, 102], [101, 5, 6, 7, 102]])
-    ids, mask = corpus.padded(np.array([2, 0, 1]), pad_id=0)
-    assert ids.tolist() == [[101, 5, 6, 7, 102], [101, 7, 102, 0, 0], [101, 102, 0, 0, 0]]
-    assert mask.sum(axis=1).tolist() == [5, 3, 2]
+def fake_tokenize(texts: list[str]) -> dict[str, np.ndarray]:
+    """Stands in for a fast tokenizer with return_tensors="np": one id per word plus [CLS]/[SEP]."""
+    width = max(len(t.split()) for t in texts) + 2
+    ids = np.zeros((len(texts), width), dtype=np.int64)
+    mask = np.zeros((len(texts), width), dtype=np.int64)
+    for row, text in enumerate(texts):
+        tokens = [101, *(len(w) for w in text.split()), 102]
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_tokenized_batches_cover_every_text_once_trimmed_and_padded() -> None:
+    texts = ["a bb ccc", "dddd", "e " * 9, "ff gg", "h"]
+    batches = list(
+        tokenized_batches(fake_tokenize, texts, pad_id=0, token_budget=12, max_batch_size=4, chunk_size=3)
+    )
+    positions = np.concatenate([b.positions for b in batches])
+    assert sorted(positions.tolist()) == list(range(5))
+    for batch in batches:
+        assert batch.input_ids.shape == batch.mask.shape
+        assert batch.mask[:, 0].all() and batch.mask[:, -1].any(), "trimmed to the longest row"
+        assert (batch.input_ids[~batch.mask] == 0).all()
+        for row, position in enumerate(batch.positions.tolist()):
+            expected = fake_tokenize([texts[position]])["input_ids"][0]
+            assert batch.input_ids[row, : batch.mask[row].sum()].tolist() == expected.tolist()
+
+
+def test_prefetch_keeps_order_and_reraises() -> None:
+    assert list(prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise RuntimeError("tokenizer broke")
+
+    items = prefetch(failing(), depth=2)
+    assert next(items) == 1
+    with pytest.raises(RuntimeError, match="tokenizer broke"):
+        next(items)
+
+
+def test_prefetch_stops_its_thread_when_closed() -> None:
+    produced: list[int] = []
+
+    def endless() -> Iterator[int]:
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    items = prefetch(endless(), depth=2)
+    assert next(items) == 0
+    items.close()
+    time.sleep(0.3)
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count <= 5
+
+
+def test_tokenizing_in_worker_processes_gives_the_same_batches() -> None:
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from transformers import AutoTokenizer
+
+    from sparsebridge.encoder.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("splade-tiny"))
+    tokenize = functools.partial(
+        tokenizer,
+        truncation=True,
+        max_length=16,
+        padding=True,
+        return_tensors="np",
+        return_token_type_ids=False,
+    )
+    texts = [f"text number {i} " + "word " * (i % 23) for i in range(300)]
+    options = {"pad_id": 0, "token_budget": 64, "max_batch_size": 8, "chunk_size": 37}
+    local = list(tokenized_batches(tokenize, texts, **options))  # type: ignore[arg-type]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pooled = list(tokenized_batches(tokenize, texts, pool=pool, workers=2, **options))  # type: ignore[arg-type]
+    assert len(local) == len(pooled)
+    for a, b in zip(local, pooled, strict=True):
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.input_ids, b.input_ids)
+        np.testing.assert_array_equal(a.mask, b.mask)

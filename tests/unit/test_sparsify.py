@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsebridge.encoder.sparsify import splade_activation, splade_max_logits, to_sparse_vectors
+from sparsebridge.encoder.extract import to_sparse_vectors
+from sparsebridge.encoder.sparsify import splade_activation, splade_max_logits
 
 
 def naive(hidden: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -75,3 +76,15 @@ def test_screened_head_is_exact_where_positive_and_zero_elsewhere() -> None:
     torch.testing.assert_close(
         splade_activation(screened, double_log=False), splade_activation(exact, double_log=False)
     )
+
+
+def test_rows_to_vectors_matches_direct_extraction() -> None:
+    from sparsebridge.encoder.extract import rows_to_vectors
+
+    torch.manual_seed(3)
+    dense = torch.relu(torch.randn(5, 40) - 1.0)
+    dense[2] = 0.0
+    values, indices = dense.topk(40, dim=1, sorted=False)  # any order, as topk(sorted=False) gives
+    got = rows_to_vectors(values.numpy(), indices.to(torch.int32).numpy(), min_weight=0.1)
+    assert got == to_sparse_vectors(dense, top_k=None, min_weight=0.1)
+    assert len(got[2]) == 0

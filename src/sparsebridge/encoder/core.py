@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
+import os
+import weakref
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -14,12 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsebridge.encoder.batching import TokenizedCorpus, plan_batches
+from sparsebridge.encoder import triton_head
+from sparsebridge.encoder.batching import plan_batches, prefetch, tokenized_batches
+from sparsebridge.encoder.extract import SparseExtractor
 from sparsebridge.encoder.sparsify import (
+    pad_with_first_token,
     splade_activation,
     splade_max_logits,
     splade_max_logits_screened,
-    to_sparse_vectors,
 )
 from sparsebridge.errors import InputError, ModelLoadError
 from sparsebridge.types import SparseVector, check_pruning
@@ -63,6 +69,14 @@ class Encoder:
     through the model's own modules (the generic path), including routers whose query side is
     inference-free.
 
+    Args:
+        model: A loaded sentence-transformers ``SparseEncoder`` (see :meth:`load`).
+        token_budget: Most padded tokens per batch (default 65536 on CUDA, 16384 on CPU).
+        max_batch_size: Most texts per batch (default 1024 on CUDA, 256 on CPU).
+        head_chunk_tokens: Tokens whose logits are materialised at once by the unfused head.
+        fast_path: Use the SPLADE fast path when the model allows it.
+        fused_head: On CUDA, use the fused Triton head (no logits in memory) when Triton is present.
+
     Example:
         >>> enc = Encoder.load("naver/splade-v3")  # doctest: +SKIP
         >>> [v] = enc.encode_queries(["what is splade"], top_k=64)  # doctest: +SKIP
@@ -74,11 +88,15 @@ class Encoder:
         self,
         model: SparseEncoder,
         *,
-        token_budget: int = 16384,
-        max_batch_size: int = 256,
+        token_budget: int | None = None,
+        max_batch_size: int | None = None,
         head_chunk_tokens: int | None = None,
         fast_path: bool = True,
+        fused_head: bool = True,
     ) -> None:
+        cuda = model.device.type == "cuda"
+        token_budget = token_budget or (65536 if cuda else 16384)
+        max_batch_size = max_batch_size or (1024 if cuda else 256)
         if token_budget <= 0 or max_batch_size <= 0:
             raise ValueError("token_budget and max_batch_size must be positive")
         if head_chunk_tokens is not None and head_chunk_tokens <= 0:
@@ -88,6 +106,10 @@ class Encoder:
         self.max_batch_size = max_batch_size
         self.head_chunk_tokens = head_chunk_tokens or (8192 if model.device.type == "cuda" else 1024)
         self._mlm = _find_mlm_path(model) if fast_path else None
+        self.fused_head = fused_head
+        cores = os.cpu_count() or 1
+        self._tokenizer_workers = min(8, cores // 2) if cores >= 4 else 0
+        self._pool: ProcessPoolExecutor | None = None
         self._head_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._vocab: list[str] | None = None
         self._token_ids: dict[str, int] | None = None
@@ -149,7 +171,9 @@ class Encoder:
         """Token string of every output dimension (index -> token)."""
         if self._vocab is None:
             tokenizer = self.model.tokenizer
-            size = self.model.get_embedding_dimension() or len(tokenizer)
+            # Sparse models output one dimension per vocabulary entry. (The model's reported
+            # embedding dimension is not reliable before a first forward pass.)
+            size = self._mlm.decoder.out_features if self._mlm is not None else len(tokenizer)
             self._vocab = list(tokenizer.convert_ids_to_tokens(list(range(size))))
         return self._vocab
 
@@ -195,47 +219,86 @@ class Encoder:
         if prompt:
             texts = [prompt + t for t in texts]
         run_batch = self._fast_batches if self._mlm is not None else self._generic_batches
+        extractor = SparseExtractor(device=self.device, top_k=top_k, min_weight=min_weight)
         results: list[SparseVector | None] = [None] * len(texts)
         with torch.inference_mode():
             for positions, dense in run_batch(texts, task):
-                vectors = to_sparse_vectors(dense, top_k=top_k, min_weight=min_weight)
-                for position, vector in zip(positions.tolist(), vectors, strict=True):
+                for position, vector in extractor.submit(positions, dense):
                     results[position] = vector
+            for position, vector in extractor.drain():
+                results[position] = vector
         return [v for v in results if v is not None]
 
     def _fast_batches(self, texts: list[str], task: Task) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         mlm = self._mlm
         assert mlm is not None
-        encoded = mlm.tokenizer(
-            texts,
+        tokenize = functools.partial(
+            mlm.tokenizer,
             truncation=True,
             max_length=mlm.max_seq_length,
-            add_special_tokens=True,
-            return_attention_mask=False,
+            padding=True,
+            return_tensors="np",
             return_token_type_ids=False,
-        )["input_ids"]
-        corpus = TokenizedCorpus.from_lists(encoded)
-        pad_id = mlm.tokenizer.pad_token_id or 0
+        )
+        chunk_size = 4096
+        pool = self._tokenizer_pool() if len(texts) > chunk_size else None
+        host_batches = tokenized_batches(
+            tokenize,
+            texts,
+            pad_id=mlm.tokenizer.pad_token_id or 0,
+            token_budget=self.token_budget,
+            max_batch_size=self.max_batch_size,
+            chunk_size=chunk_size,
+            pool=pool,
+            workers=self._tokenizer_workers,
+        )
         weight = mlm.decoder.weight
         bias = mlm.decoder.bias
         head = self._screened_head()
+        fused = self.fused_head and self.device.type == "cuda" and triton_head.available(self.device)
         with _output_projection_removed(mlm):
-            for positions in plan_batches(
-                corpus.lengths, token_budget=self.token_budget, max_batch_size=self.max_batch_size
-            ):
-                input_ids, mask = corpus.padded(positions, pad_id)
-                ids_t = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
-                mask_t = torch.from_numpy(mask).to(self.device, non_blocking=True)
+            for batch in prefetch(host_batches, depth=4):
+                ids_t = self._to_device(batch.input_ids)
+                mask_t = self._to_device(batch.mask)
+                # Note: transformers checks the 2-D mask for padding (`mask.all()`), a device-to-host
+                # sync per batch. A ready 4-D boolean mask avoids it but measured 3x slower in SDPA
+                # on an H100 (bench/results/gpu-h100.jsonl), so the 2-D mask stays.
                 hidden = mlm.hf_model(input_ids=ids_t, attention_mask=mask_t.long()).logits
                 if head is not None:
                     pooled = splade_max_logits_screened(
                         hidden, mask_t, weight, *head, bias, chunk_tokens=self.head_chunk_tokens
                     )
+                elif fused:
+                    padded = pad_with_first_token(hidden, mask_t)
+                    pooled = triton_head.max_logits(padded.flatten(0, 1), weight, padded.shape[1])
+                    pooled = pooled + bias if bias is not None else pooled
                 else:
                     pooled = splade_max_logits(
                         hidden, mask_t, weight, bias, chunk_tokens=self.head_chunk_tokens
                     )
-                yield positions, splade_activation(pooled, double_log=mlm.double_log)
+                yield batch.positions, splade_activation(pooled, double_log=mlm.double_log)
+
+    def _tokenizer_pool(self) -> ProcessPoolExecutor | None:
+        """Worker processes that tokenise chunks in parallel, started on first large input.
+
+        Tokenising is the host's largest cost once the GPU runs the model; one process keeps up
+        with about a tenth of an H100. Only machines with >= 4 cores get workers.
+        """
+        if self._tokenizer_workers == 0:
+            return None
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA state
+            self._pool = ProcessPoolExecutor(
+                self._tokenizer_workers, mp_context=context, initializer=_quiet_tokenizer_worker
+            )
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        return self._pool
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
 
     def _screened_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """bf16 copy and row norms of the output projection, when the bf16 screen pays off.
@@ -265,6 +328,10 @@ class Encoder:
             batch = [texts[i] for i in positions.tolist()]
             features = batch_to_device(self.model.preprocess(batch, task=task.value), self.device)
             yield positions, self.model(features, task=task.value)["sentence_embedding"]
+
+
+def _quiet_tokenizer_worker() -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
 
 
 @functools.cache

@@ -1,13 +1,10 @@
-"""Device-side pooling and pruning; only indices and values cross to the host."""
+"""SPLADE pooling on the device: the MLM output projection, max-pooled without materialising logits."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from sparsebridge.types import SparseVector
-
-__all__ = ["splade_activation", "splade_max_logits", "splade_max_logits_screened", "to_sparse_vectors"]
+__all__ = ["pad_with_first_token", "splade_activation", "splade_max_logits", "splade_max_logits_screened"]
 
 
 def splade_max_logits(
@@ -29,7 +26,7 @@ def splade_max_logits(
     masking pass over the logits. The bias is constant over tokens, so it is added after the max.
     The logits are computed ``chunk_tokens`` at a time, so memory stays bounded on long inputs.
     """
-    hidden = _pad_with_first_token(hidden, mask)
+    hidden = pad_with_first_token(hidden, mask)
     pooled = _chunked_max(hidden, weight, chunk_tokens)
     return pooled + bias if bias is not None else pooled
 
@@ -59,7 +56,7 @@ def splade_max_logits_screened(
     as ``-inf`` and activates to exactly 0, as the exact logit would. Positive entries are exact
     float32 dot products, as in :func:`splade_max_logits`.
     """
-    hidden = _pad_with_first_token(hidden, mask)
+    hidden = pad_with_first_token(hidden, mask)
     approx = _chunked_max(hidden.to(torch.bfloat16), weight_bf16, chunk_tokens).float()
     if bias is not None:
         approx += bias
@@ -77,7 +74,8 @@ def splade_max_logits_screened(
     return pooled.scatter_(1, columns, exact)
 
 
-def _pad_with_first_token(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def pad_with_first_token(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Padding positions take their row's first hidden state: max-pooling then ignores them."""
     return torch.where(mask[..., None], hidden, hidden[:, :1])
 
 
@@ -99,27 +97,3 @@ def splade_activation(pooled: torch.Tensor, *, double_log: bool) -> torch.Tensor
     """``log1p(relu(x))`` (twice ``log1p`` for the ``log1p_relu`` variant), in float32."""
     out = pooled.float().relu().log1p_()  # relu() copies: the caller's tensor is left alone
     return out.log1p_() if double_log else out
-
-
-def to_sparse_vectors(dense: torch.Tensor, *, top_k: int | None, min_weight: float) -> list[SparseVector]:
-    """Prune ``[B, V]`` activations on the device and return one :class:`SparseVector` per row.
-
-    Top-k uses ``torch.topk`` exactly as sentence-transformers' ``max_active_dims`` does; then every
-    weight ``<= min_weight`` (and so every zero) is dropped. One device-to-host copy per batch.
-    """
-    dense = dense.float()
-    if top_k is not None and top_k < dense.shape[1]:
-        values, indices = dense.topk(top_k, dim=1)
-        dense = torch.zeros_like(dense).scatter_(1, indices, values)
-    keep = dense > min_weight
-    counts = keep.sum(dim=1)
-    coords = keep.nonzero()
-    columns = coords[:, 1].to(torch.int32)
-    values = dense[keep]
-    host_columns = columns.cpu().numpy()
-    host_values = values.cpu().numpy().astype(np.float32, copy=False)
-    bounds = np.cumsum(counts.cpu().numpy())[:-1]
-    return [
-        SparseVector._trusted(idx, val)
-        for idx, val in zip(np.split(host_columns, bounds), np.split(host_values, bounds), strict=True)
-    ]
