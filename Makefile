@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO := qdrant+local://.sparsebridge/demo/docs
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint typecheck unit bench-encode clean
+.PHONY: setup demo test lint typecheck unit bench-encode clean opensearch-start opensearch-stop
 
 setup:
 	@scripts/venv.sh ensure
@@ -23,7 +23,9 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
-test: lint typecheck  ## everything CI runs
+test: lint typecheck  ## everything CI runs; starts the OpenSearch node the tests use (and stops it after)
+	@if scripts/opensearch.sh status >/dev/null 2>&1; then started=; else scripts/opensearch.sh start >/dev/null && started=1; fi; \
+	trap '[ -z "$$started" ] || scripts/opensearch.sh stop' EXIT; \
 	$(PY) -m pytest
 
 unit: setup
@@ -31,6 +33,12 @@ unit: setup
 
 bench-encode: setup
 	$(PY) bench/encode.py
+
+opensearch-start:  ## the real OpenSearch node of the tests (http://127.0.0.1:9250)
+	scripts/opensearch.sh start
+
+opensearch-stop:
+	scripts/opensearch.sh stop
 
 clean:
 	rm -rf .sparsebridge .pytest_cache .mypy_cache .ruff_cache

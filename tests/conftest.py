@@ -61,3 +61,20 @@ def queries() -> list[str]:
         "server query index memory",
         "coffee and cheese",
     ]
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    """The OpenSearch node at OPENSEARCH_URL (``scripts/opensearch.sh start``): a failure in CI if absent."""
+    import urllib.request
+
+    url = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9250").rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{url}/_cluster/health?wait_for_status=yellow&timeout=10s", timeout=15):
+            pass
+    except OSError as e:
+        message = f"no OpenSearch node at {url} ({e}); start one with scripts/opensearch.sh start"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url

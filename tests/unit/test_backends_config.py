@@ -82,3 +82,41 @@ def test_failure_classification(status: int | None, error_type: str, reason: str
     from sparsebridge.backends.retry import classify_failure
 
     assert classify_failure(status, error_type, reason).value == kind
+
+
+def test_cluster_uris() -> None:
+    from sparsebridge.backends import ElasticsearchBackend, FieldType, OpenSearchBackend
+
+    os_ = open_backend("opensearch://db.example:9201/docs", username="u", password="s3cret")
+    assert isinstance(os_, OpenSearchBackend)
+    assert (os_.target.url, os_.target.index, os_.target.username) == ("http://db.example:9201", "docs", "u")
+    assert "s3cret" not in repr(os_.target)  # secrets stay out of logs
+    tls = open_backend("opensearch+https://db.example/docs", ca_certs="/ca.pem")
+    assert isinstance(tls, OpenSearchBackend) and tls.target.url == "https://db.example:9200"
+    es = open_backend(
+        "elasticsearch+https://es.example:9243/idx", verify_certs=False, field_type="sparse_vector"
+    )
+    assert isinstance(es, ElasticsearchBackend) and es.field_type is FieldType.SPARSE_VECTOR
+    assert (es.target.url, es.target.verify_certs) == ("https://es.example:9243", False)
+    assert isinstance(open_backend("elasticsearch://h/idx"), ElasticsearchBackend)
+
+
+@pytest.mark.parametrize(
+    ("uri", "options"),
+    [
+        ("opensearch://host:9200", {}),
+        ("opensearch://host:9200/Upper", {}),
+        ("opensearch://host:9200/_private", {}),
+        ("opensearch://host:9200/a/b", {}),
+        ("elasticsearch://host:x/idx", {}),
+        ("opensearch://host/idx", {"username": "u"}),  # a user without a password
+        ("opensearch://host/idx", {"ca_certs": "/ca.pem"}),  # TLS options on http
+        ("opensearch://host/idx", {"api_key": "k"}),  # OpenSearch has no API keys
+        ("opensearch://host/idx", {"idf": True}),
+        ("qdrant://host/c", {"username": "u", "password": "p"}),
+        ("memory://", {"verify_certs": False}),
+    ],
+)
+def test_bad_cluster_targets_fail_before_any_io(uri: str, options: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        open_backend(uri, **options)  # type: ignore[arg-type]

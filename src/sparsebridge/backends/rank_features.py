@@ -1,0 +1,237 @@
+"""Pure request-body builders for the two Lucene engines (OpenSearch and Elasticsearch).
+
+No I/O here: every mapping, query and bulk line is built as data and tested as data (snapshot
+tests in ``tests/unit/test_rank_features_bodies.py``); the adapters in ``opensearch.py`` and
+``elasticsearch.py`` only send them.
+
+Feature naming
+    A feature is keyed by its **token id** in decimal (``1012``), never by the token string.
+    Decimal strings of distinct integers are distinct, so the naming is collision-free for any
+    vocabulary, and it never contains a dot: ES >= 8.7 rejects dotted names in ``rank_features``
+    and OpenSearch indexes them but a ``rank_feature`` query on one silently matches nothing (the
+    BERT uncased vocabulary has three such tokens: ``.``, ``...``, ``##.``). Integer token ids are
+    also what OpenSearch 3.3 ``sparse_vector`` requires. Use ``Encoder.token``/``Encoder.tokens``
+    to read names back as tokens.
+
+Weights
+    Only finite weights ``>= 1.17549435e-38`` (the smallest normal float32) are sent; the engines
+    reject a whole document for a zero, negative, non-finite or subnormal value. A document left
+    with no feature is refused before any network call.
+
+Exact scoring
+    ``rank_features`` + ``bool.should`` of ``rank_feature`` clauses with ``"linear": {}`` and
+    ``"boost": <query weight>`` scores the dot product (the default ``saturation`` function does
+    not). The engines keep 9 significant bits per stored value (about 0.4% relative error).
+    Queries are pruned to their ``max_terms`` largest weights (the engines' clause limit).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from sparsebridge.errors import InputError
+from sparsebridge.types import Document, SparseVector
+
+__all__ = [
+    "MIN_NORMAL_FLOAT32",
+    "NEURAL_SPARSE_MAX_WEIGHT",
+    "PAYLOAD_FIELDS",
+    "FieldType",
+    "bulk_delete_line",
+    "bulk_index_lines",
+    "check_field_name",
+    "feature_name",
+    "features",
+    "index_body",
+    "mapping_problems",
+    "neural_sparse_search",
+    "query_features",
+    "rank_features_search",
+    "sparse_vector_search",
+]
+
+MIN_NORMAL_FLOAT32 = float(np.finfo(np.float32).tiny)  # 1.17549435e-38
+NEURAL_SPARSE_MAX_WEIGHT = 64.0  # neural_sparse query_tokens weights must be in (0, 64]
+PAYLOAD_FIELDS = ("doc_id", "text", "metadata")
+
+
+class FieldType(str, Enum):
+    """How the sparse vector is mapped.
+
+    ``RANK_FEATURES``: OpenSearch >= 1.1 and Elasticsearch >= 7.12 (``linear`` function).
+    ``SPARSE_VECTOR``: Elasticsearch >= 8.15 (``sparse_vector`` field and query).
+    """
+
+    RANK_FEATURES = "rank_features"
+    SPARSE_VECTOR = "sparse_vector"
+
+
+def feature_name(token_id: int) -> str:
+    """The feature name of a token id: its decimal string (collision-free, never dotted).
+
+    Example:
+        >>> feature_name(1012)  # the BERT token "."
+        '1012'
+    """
+    if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)) or token_id < 0:
+        raise ValueError(f"token id must be a non-negative integer, got {token_id!r}")
+    return str(int(token_id))
+
+
+def _float32_text(value: np.float32) -> float:
+    # The shortest decimal that reads back as the same float32 (0.3, not 0.30000001192092896).
+    return float(str(value))
+
+
+def features(vector: SparseVector) -> dict[str, float]:
+    """``{feature name: weight}`` with only the weights the engines accept (finite, >= smallest normal).
+
+    Example:
+        >>> features(SparseVector.from_dict({1012: 0.5, 7: 1e-39}))
+        {'1012': 0.5}
+    """
+    values = np.asarray(vector.values, dtype=np.float32)
+    keep = np.isfinite(values) & (values >= np.float32(MIN_NORMAL_FLOAT32))
+    return {
+        feature_name(int(i)): _float32_text(v)
+        for i, v in zip(vector.indices[keep].tolist(), values[keep], strict=True)
+    }
+
+
+def query_features(query: SparseVector, *, max_terms: int) -> dict[str, float]:
+    """The query's sendable features, pruned to its ``max_terms`` largest weights (ties: lower id)."""
+    if isinstance(max_terms, bool) or not isinstance(max_terms, int) or max_terms <= 0:
+        raise ValueError(f"max_terms must be a positive integer, got {max_terms!r}")
+    return features(query.prune(top_k=max_terms))
+
+
+def index_body(
+    *,
+    field: str,
+    field_type: FieldType = FieldType.RANK_FEATURES,
+    shards: int | None = None,
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """The create-index body: the sparse field, ``doc_id`` (keyword), ``text`` (BM25), ``metadata``.
+
+    ``metadata`` is stored, not indexed (``enabled: false``), so arbitrary JSON never clashes with
+    the mapping; ``dynamic: strict`` refuses any other field.
+
+    Example:
+        >>> index_body(field="splade")["mappings"]["properties"]["splade"]
+        {'type': 'rank_features'}
+    """
+    settings: dict[str, Any] = {}
+    if shards is not None:
+        settings["number_of_shards"] = shards
+    if replicas is not None:
+        settings["number_of_replicas"] = replicas
+    body: dict[str, Any] = {
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "doc_id": {"type": "keyword"},
+                "text": {"type": "text"},
+                "metadata": {"type": "object", "enabled": False},
+                field: {"type": field_type.value},
+            },
+        }
+    }
+    if settings:
+        body["settings"] = {"index": settings}
+    return body
+
+
+def mapping_problems(mapping: Mapping[str, Any], *, field: str, field_type: FieldType) -> list[str]:
+    """What in an existing index mapping (``{"properties": ...}``) differs from :func:`index_body`."""
+    wanted = index_body(field=field, field_type=field_type)["mappings"]["properties"]
+    properties = mapping.get("properties", {})
+    problems = []
+    for name, spec in wanted.items():
+        have = properties.get(name)
+        if have is None:
+            problems.append(f"no field {name!r}")
+            continue
+        have_type = have.get("type", "object")
+        if have_type != spec["type"]:
+            problems.append(f"field {name!r} is {have_type!r}, wanted {spec['type']!r}")
+    return problems
+
+
+def bulk_index_lines(document: Document, vector: SparseVector, *, doc_key: str, field: str) -> str:
+    """The two NDJSON lines (action, source) that upsert one document under ``_id`` ``doc_key``.
+
+    Raises:
+        InputError: No weight of the vector can be sent (all below the smallest normal float32).
+    """
+    sparse = features(vector)
+    if not sparse:
+        raise InputError(
+            f"document {document.id!r} has no weight >= {MIN_NORMAL_FLOAT32} (the engines' smallest value)"
+        )
+    source = {
+        "doc_id": document.id,
+        "text": document.text,
+        "metadata": dict(document.metadata),
+        field: sparse,
+    }
+    action = {"index": {"_id": doc_key}}
+    return _line(action) + _line(source)
+
+
+def bulk_delete_line(doc_key: str) -> str:
+    """The NDJSON line that deletes ``_id`` ``doc_key``."""
+    return _line({"delete": {"_id": doc_key}})
+
+
+def _line(obj: Mapping[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
+
+
+def _search(query: dict[str, Any], k: int) -> dict[str, Any]:
+    return {"size": k, "track_total_hits": False, "_source": list(PAYLOAD_FIELDS), "query": query}
+
+
+def rank_features_search(terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
+    """Exact dot product on a ``rank_features`` field: ``bool.should`` of linear ``rank_feature`` clauses.
+
+    Example:
+        >>> rank_features_search({"1012": 0.5}, field="splade", k=3)["query"]
+        {'bool': {'should': [{'rank_feature': {'field': 'splade.1012', 'linear': {}, 'boost': 0.5}}]}}
+    """
+    clauses = [
+        {"rank_feature": {"field": f"{field}.{name}", "linear": {}, "boost": weight}}
+        for name, weight in terms.items()
+    ]
+    return _search({"bool": {"should": clauses}}, k)
+
+
+def sparse_vector_search(terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
+    """Exact dot product on an Elasticsearch ``sparse_vector`` field (8.15+), with pruning off.
+
+    Indices created on ES 8.19/9.1+ prune query tokens by default; ``"prune": false`` keeps it exact.
+    """
+    return _search({"sparse_vector": {"field": field, "query_vector": dict(terms), "prune": False}}, k)
+
+
+def neural_sparse_search(terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
+    """OpenSearch neural-search plugin ``neural_sparse`` with raw ``query_tokens`` (an exact dot product).
+
+    Raises:
+        ValueError: A weight is above 64, which the plugin refuses.
+    """
+    too_big = {name: w for name, w in terms.items() if not 0 < w <= NEURAL_SPARSE_MAX_WEIGHT}
+    if too_big:
+        raise ValueError(f"neural_sparse query weights must be in (0, 64]; got {too_big}")
+    return _search({"neural_sparse": {field: {"query_tokens": dict(terms)}}}, k)
+
+
+def check_field_name(field: str) -> None:
+    """A sparse field name: non-empty, no dots (a dotted name would address a sub-field)."""
+    if not field or "." in field or field in PAYLOAD_FIELDS or not field.isprintable():
+        raise ValueError(f"invalid sparse field name {field!r} (no dots; not one of {PAYLOAD_FIELDS})")

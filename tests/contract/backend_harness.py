@@ -1,0 +1,99 @@
+"""One harness per backend for the contract suite: how to make a fresh one, and how exact it is.
+
+Backends: the exact in-memory reference, embedded Qdrant, OpenSearch (live node), and the
+Elasticsearch adapter's ``rank_features`` bodies sent to the same live OpenSearch node (the DSL is
+shared; only the client boundary, elasticsearch-py, is swapped for opensearch-py there because
+no Elasticsearch server can run here).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsebridge.backends import (
+    Backend,
+    ClusterTarget,
+    ElasticsearchBackend,
+    FieldType,
+    OpenSearchBackend,
+    QdrantBackend,
+    QdrantTarget,
+    RetryPolicy,
+)
+from sparsebridge.backends.cluster import ErrorInfo
+
+FAST_FAIL = RetryPolicy(max_attempts=1, max_total_seconds=1)
+
+
+class EsBodiesOnOpenSearch(ElasticsearchBackend):
+    """The Elasticsearch adapter (its bodies, bulk loop and response parsing) on an OpenSearch client.
+
+    Only the client boundary differs: the server-version check (OpenSearch is no Elasticsearch)
+    and the client's error type.
+    """
+
+    def _new_client(self) -> Any:
+        return OpenSearchBackend._new_client(self)  # type: ignore[arg-type]
+
+    def _prepare(self) -> None:
+        return None
+
+    def _error_info(self, error: BaseException) -> ErrorInfo | None:
+        return OpenSearchBackend._error_info(self, error)  # type: ignore[arg-type]
+
+
+@dataclass
+class Harness:
+    """How the contract suite drives one backend."""
+
+    name: str
+    make: Callable[..., Backend]  # a fresh, empty backend (unique index/collection); kwargs: variant
+    unreachable: Callable[[], Backend]  # the same backend pointed at nothing (no network may happen)
+    quantized: bool  # scores stored with 9 significant bits (rank_features): overlap, not identity
+    mismatch: tuple[dict[str, Any], dict[str, Any]] | None  # (create with, then open with) -> mismatch
+    opened: list[Backend] = field(default_factory=list)
+    cleanup: Callable[[], None] = lambda: None
+
+
+def qdrant_harness(tmp_path: Path) -> Harness:
+    def make(**options: Any) -> Backend:
+        return QdrantBackend(QdrantTarget("docs", path=str(tmp_path / "qdrant")), **options)
+
+    def unreachable() -> Backend:
+        return QdrantBackend(QdrantTarget("docs", url="http://127.0.0.1:9"), retry=FAST_FAIL)
+
+    return Harness("qdrant", make, unreachable, quantized=False, mismatch=({}, {"idf": True}))
+
+
+def cluster_harness(name: str, cls: type[Any], url: str, **fixed: Any) -> Harness:
+    index = f"contract-{name}-{uuid.uuid4().hex[:10]}"
+
+    def make(**options: Any) -> Backend:
+        return cls(ClusterTarget(index, url=url), replicas=0, **fixed, **options)  # type: ignore[no-any-return]
+
+    def unreachable() -> Backend:
+        return cls(ClusterTarget(index, url="http://127.0.0.1:9"), retry=FAST_FAIL, **fixed)  # type: ignore[no-any-return]
+
+    def cleanup() -> None:
+        import opensearchpy
+
+        client = opensearchpy.OpenSearch(hosts=[url])
+        client.indices.delete(index=index, ignore_unavailable=True)
+        client.close()
+
+    return Harness(
+        name, make, unreachable, quantized=True, mismatch=({}, {"field": "other"}), cleanup=cleanup
+    )
+
+
+BACKENDS = ["memory", "qdrant", "opensearch", "es-rank_features-on-opensearch"]
+SCHEMA_BACKENDS = BACKENDS[1:]  # the in-memory reference has no schema
+
+
+def es_bodies_on_opensearch(url: str) -> Harness:
+    """The Elasticsearch adapter's ``rank_features`` path against the live OpenSearch node."""
+    return cluster_harness("es", EsBodiesOnOpenSearch, url, field_type=FieldType.RANK_FEATURES)
