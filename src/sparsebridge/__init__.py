@@ -13,6 +13,7 @@ from sparsebridge.backends import (
     open_backend,
 )
 from sparsebridge.encoder import Encoder, Task
+from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.errors import (
     BackendError,
     BackendUnavailableError,
@@ -23,6 +24,7 @@ from sparsebridge.errors import (
     SparsebridgeError,
 )
 from sparsebridge.ingest import IngestStats, JsonlSource, ingest
+from sparsebridge.query import Fusion, FusionMethod, HybridQuery
 from sparsebridge.types import Document, SearchHit, SparseVector
 
 __version__ = "0.1.0"
@@ -31,8 +33,12 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailableError",
+    "DenseEncoder",
     "Document",
     "Encoder",
+    "Fusion",
+    "FusionMethod",
+    "HybridQuery",
     "IngestStats",
     "InputError",
     "JsonlSource",

@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "--idf", action="store_true", help="Qdrant: create the collection with the IDF modifier"
     )
     ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ingest.add_argument("--dense-model", help="also store a dense embedding (a sentence-transformers model)")
     ingest.set_defaults(run=_ingest)
 
     search = commands.add_parser("search", help="search a backend with a text query")
@@ -74,7 +75,18 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(search)
     search.add_argument("query", help="the query text")
     search.add_argument("-k", type=_positive_int, default=10, help="number of results (default 10)")
+    _hybrid_options(search)
     search.set_defaults(run=_search)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on a BEIR-format dataset through a backend")
+    _model_options(evaluate)
+    _target_options(evaluate)
+    evaluate.add_argument("--dataset", required=True, type=Path, help="BEIR dataset directory")
+    evaluate.add_argument("--split", default="test", help="qrels split: qrels/SPLIT.tsv (default: test)")
+    evaluate.add_argument("--output", type=Path, help="write the results as JSON here")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=64, help="documents per ingest batch")
+    _fusion_options(evaluate)
+    evaluate.set_defaults(run=_eval)
     return parser
 
 
@@ -119,6 +131,23 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         "--api-key", default=os.environ.get("QDRANT_API_KEY"), help="Qdrant API key (or QDRANT_API_KEY)"
     )
     parser.add_argument(
+        "--username",
+        default=os.environ.get("SPARSEBRIDGE_USERNAME"),
+        help="OpenSearch/Elasticsearch user (or SPARSEBRIDGE_USERNAME)",
+    )
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("SPARSEBRIDGE_PASSWORD"),
+        help="OpenSearch/Elasticsearch password (or SPARSEBRIDGE_PASSWORD, which keeps it out of ps)",
+    )
+    parser.add_argument("--ca-certs", help="CA bundle for opensearch+https:// and elasticsearch+https://")
+    parser.add_argument("--no-verify-certs", action="store_true", help="do not check TLS certificates")
+    parser.add_argument(
+        "--es-field-type",
+        choices=["rank_features", "sparse_vector"],
+        help="Elasticsearch field type (default: sparse_vector from ES 8.15, else rank_features)",
+    )
+    parser.add_argument(
         "--max-retry-seconds",
         type=_non_negative_float,
         default=60.0,
@@ -139,7 +168,16 @@ def _load_encoder(args: argparse.Namespace) -> Any:
 
 def _open_target(args: argparse.Namespace, **options: Any) -> Any:
     retry = RetryPolicy(max_total_seconds=max(args.max_retry_seconds, 0.001))
-    return open_backend(args.to, api_key=args.api_key, retry=retry, **options)
+    cluster = not args.to.startswith(("qdrant", "memory"))
+    if cluster:  # connection options; the Qdrant API key (QDRANT_API_KEY) is never sent elsewhere
+        options.update(username=args.username, password=args.password, ca_certs=args.ca_certs)
+        options.update(verify_certs=not args.no_verify_certs)
+    if args.es_field_type is not None:
+        if not args.to.startswith("elasticsearch"):
+            raise ValueError("--es-field-type applies to elasticsearch:// targets only")
+        options["field_type"] = args.es_field_type
+    api_key = args.api_key if args.to.startswith("qdrant") else None
+    return open_backend(args.to, api_key=api_key, retry=retry, **options)
 
 
 def _checked_source(args: argparse.Namespace) -> tuple[Any, int]:
@@ -194,7 +232,9 @@ def _ingest(args: argparse.Namespace) -> int:
     from sparsebridge.ingest import ingest
 
     source, count = _checked_source(args)
-    backend = _open_target(args, idf=args.idf)
+    dense = _load_dense(args)
+    options = {"dense_size": dense.dimension} if dense is not None else {}
+    backend = _open_target(args, idf=args.idf, **options)
     try:
         encoder = _load_encoder(args)
         with tqdm(total=count, unit="docs", disable=args.no_progress, file=sys.stderr) as bar:
@@ -206,6 +246,7 @@ def _ingest(args: argparse.Namespace) -> int:
                 top_k=args.top_k,
                 min_weight=args.min_weight,
                 on_batch=bar.update,
+                dense_encoder=dense,
             )
     finally:
         backend.close()
@@ -216,11 +257,14 @@ def _ingest(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise InputError("the query is empty")
-    backend = _open_target(args)
+    dense = _load_dense(args)
+    if dense is not None and not args.hybrid:
+        raise ValueError("--dense-model needs --hybrid")
+    backend = _open_target(args, **({"dense_size": dense.dimension} if dense is not None else {}))
     try:
         encoder = _load_encoder(args)
         [query] = encoder.encode_queries([args.query], top_k=args.top_k, min_weight=args.min_weight)
-        hits = backend.search(query, k=args.k)
+        hits = _hybrid_search(args, backend, query, dense) if args.hybrid else backend.search(query, k=args.k)
     finally:
         backend.close()
     if not hits:
@@ -229,6 +273,96 @@ def _search(args: argparse.Namespace) -> int:
         snippet = " ".join(str(hit.payload.get("text", "")).split())
         snippet = snippet if len(snippet) <= 80 else snippet[:77] + "..."
         print(f"{rank:>3}  {hit.score:9.4f}  {hit.id}  {snippet}")
+    return 0
+
+
+def _fusion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dense-model", help="dense leg: any sentence-transformers model (bundled: minilm)")
+    parser.add_argument(
+        "--fusion",
+        choices=["rrf", "dbsf", "minmax", "zscore", "sum"],
+        default="rrf",
+        help="how legs are fused (default rrf); see README 'Hybrid search'",
+    )
+    parser.add_argument(
+        "--rrf-k", type=int, default=60, help="RRF rank constant, 1-based ranks (default 60, the paper's)"
+    )
+    parser.add_argument("--weights", help="one weight per leg: sparse,dense,bm25 (those present)")
+    parser.add_argument("--candidates", type=_positive_int, default=100, help="hits per leg before fusion")
+
+
+def _hybrid_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hybrid", action="store_true", help="fuse sparse with dense and/or BM25 legs")
+    parser.add_argument("--bm25", action="store_true", help="add a BM25 leg (Elasticsearch/OpenSearch)")
+    _fusion_options(parser)
+
+
+def _fusion(args: argparse.Namespace) -> Any:
+    from sparsebridge.query import Fusion, FusionMethod
+
+    weights = None
+    if args.weights:
+        try:
+            weights = tuple(float(w) for w in args.weights.split(","))
+        except ValueError as e:
+            raise ValueError(f"--weights must be numbers separated by commas, got {args.weights!r}") from e
+    return Fusion(FusionMethod(args.fusion), k=args.rrf_k, weights=weights)
+
+
+def _load_dense(args: argparse.Namespace) -> Any:
+    if not getattr(args, "dense_model", None):
+        return None
+    import transformers
+
+    from sparsebridge.encoder.dense import DenseEncoder
+
+    if not args.verbose:
+        transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    return DenseEncoder.load(args.dense_model, device=args.device, trust_remote_code=args.trust_remote_code)
+
+
+def _hybrid_search(args: argparse.Namespace, backend: Any, query: Any, dense: Any) -> Any:
+    from sparsebridge.backends.base import SupportsHybridSearch
+    from sparsebridge.query import HybridQuery
+
+    if not isinstance(backend, SupportsHybridSearch):
+        raise ValueError(f"the {backend.name} backend has no hybrid search")
+    hybrid = HybridQuery(
+        sparse=query,
+        dense=dense.encode_queries([args.query])[0] if dense is not None else None,
+        text=args.query if args.bm25 else None,
+        candidates=args.candidates,
+    )
+    if len(hybrid.legs) < 2:
+        raise ValueError("--hybrid needs a second leg: --dense-model and/or --bm25")
+    return backend.search_hybrid_batch([hybrid], _fusion(args), k=args.k)[0]
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from sparsebridge.eval import load_beir, run_eval
+
+    dataset = load_beir(args.dataset, split=args.split)
+    fusion = _fusion(args)
+    dense = _load_dense(args)
+    backend = _open_target(args, **({"dense_size": dense.dimension} if dense is not None else {}))
+    try:
+        encoder = _load_encoder(args)
+        report = run_eval(
+            dataset,
+            encoder=encoder,
+            backend=backend,
+            dense_encoder=dense,
+            fusion=fusion,
+            candidates=args.candidates,
+            batch_size=args.batch_size,
+            top_k=args.top_k,
+        )
+    finally:
+        backend.close()
+    print(report.table())
+    if args.output is not None:
+        args.output.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     return 0
 
 

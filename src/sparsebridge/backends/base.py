@@ -5,11 +5,28 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
 
 from sparsebridge.types import Document, SearchHit, SparseVector
 
-__all__ = ["Backend", "Record", "WriteStats", "point_id", "stored_payload"]
+if TYPE_CHECKING:
+    from sparsebridge.query.fusion import Fusion
+    from sparsebridge.query.hybrid import HybridQuery
+
+__all__ = [
+    "Backend",
+    "Record",
+    "SupportsBatchSearch",
+    "SupportsDenseSearch",
+    "SupportsHybridSearch",
+    "SupportsTextSearch",
+    "WriteStats",
+    "point_id",
+    "stored_payload",
+]
 
 # Fixed namespace: the same document id gives the same point id in every run and on every machine.
 _ID_NAMESPACE = uuid.UUID("6f0c7a52-3c1e-4b8e-9a4e-2f6d1b7c9e10")
@@ -20,12 +37,36 @@ def point_id(document_id: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, document_id))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Record:
-    """A document and its sparse vector, ready to be written."""
+    """A document, its sparse vector and optionally its dense embedding, ready to be written.
+
+    ``dense`` (optional) is stored as a read-only 1-D finite float32 array; the backend checks its
+    dimension against its schema before any network call. A record without ``dense`` is found by
+    the sparse leg only.
+    """
 
     document: Document
     vector: SparseVector
+    dense: npt.NDArray[np.float32] | None = None
+
+    def __post_init__(self) -> None:
+        if self.dense is not None:
+            from sparsebridge.query.hybrid import check_dense
+
+            dense = check_dense(self.dense, what=f"dense vector of document {self.document.id!r}")
+            object.__setattr__(self, "dense", dense)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        if self.dense is None or other.dense is None:
+            same_dense = self.dense is None and other.dense is None
+        else:
+            same_dense = bool(np.array_equal(self.dense, other.dense))
+        return self.document == other.document and self.vector == other.vector and same_dense
+
+    __hash__ = None  # type: ignore[assignment]  # like the dataclass it was: documents hold dicts
 
 
 @dataclass
@@ -88,4 +129,47 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release clients and locks."""
+        ...
+
+
+# Optional capabilities: a backend implements those it can; callers check with isinstance().
+
+
+@runtime_checkable
+class SupportsBatchSearch(Protocol):
+    """Many sparse queries per round trip."""
+
+    def search_batch(self, queries: Sequence[SparseVector], *, k: int = 10) -> list[list[SearchHit]]:
+        """Top-``k`` hits for each query, best first."""
+        ...
+
+
+@runtime_checkable
+class SupportsDenseSearch(Protocol):
+    """A dense (cosine similarity) leg over the stored dense vectors."""
+
+    def search_dense_batch(
+        self, queries: Sequence[npt.NDArray[np.float32]], *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` hits by cosine similarity for each dense query, best first."""
+        ...
+
+
+@runtime_checkable
+class SupportsTextSearch(Protocol):
+    """A BM25 leg: full-text ``match`` on the stored ``text`` field."""
+
+    def search_text_batch(self, queries: Sequence[str], *, k: int = 10) -> list[list[SearchHit]]:
+        """Top-``k`` hits by BM25 for each query text, best first."""
+        ...
+
+
+@runtime_checkable
+class SupportsHybridSearch(Protocol):
+    """Fused hybrid queries (native where the engine computes our definition, else client-side)."""
+
+    def search_hybrid_batch(
+        self, queries: Sequence[HybridQuery], fusion: Fusion, *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Fused top-``k`` hits for each hybrid query, best first."""
         ...

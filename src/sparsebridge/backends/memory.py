@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
 
 from sparsebridge.backends.base import Record, WriteStats, stored_payload
 from sparsebridge.backends.validation import check_k, check_query, check_records
 from sparsebridge.types import SearchHit, SparseVector
+
+if TYPE_CHECKING:
+    from sparsebridge.query.fusion import Fusion
+    from sparsebridge.query.hybrid import HybridQuery
 
 __all__ = ["MemoryBackend"]
 
@@ -15,26 +22,40 @@ __all__ = ["MemoryBackend"]
 class MemoryBackend:
     """Exact reference: what every real backend's results are compared against.
 
-    Ties in score are broken by document id, so the order is fully deterministic.
+    Sparse scores are float64 dot products; dense scores are float64 cosine similarities of the
+    stored float32 embeddings; hybrid results are the client-side fusion
+    (:mod:`sparsebridge.query.fusion`) of those exact legs. Ties in score are broken by document
+    id, so the order is fully deterministic. A sparse search returns only documents with a
+    positive score.
     """
 
     name = "memory"
 
     def __init__(self) -> None:
         self._rows: dict[str, tuple[SparseVector, dict[str, Any]]] = {}
+        self._dense: dict[str, npt.NDArray[np.float64]] = {}
 
     def ensure_schema(self) -> None:
         return None
 
     def write(self, records: Sequence[Record]) -> WriteStats:
         check_records(records)
+        sizes = {r.dense.shape[0] for r in records if r.dense is not None}
+        sizes |= {v.shape[0] for v in list(self._dense.values())[:1]}
+        if len(sizes) > 1:
+            raise ValueError(f"dense vectors of different dimensions in one backend: {sorted(sizes)}")
         for record in records:
             self._rows[record.document.id] = (record.vector, stored_payload(record.document))
+            if record.dense is not None:
+                self._dense[record.document.id] = _unit(record.dense)
+            else:
+                self._dense.pop(record.document.id, None)
         return WriteStats(written=len(records))
 
     def delete(self, document_ids: Sequence[str]) -> None:
         for document_id in document_ids:
             self._rows.pop(document_id, None)
+            self._dense.pop(document_id, None)
 
     def search(self, query: SparseVector, *, k: int = 10) -> list[SearchHit]:
         check_query(query)
@@ -46,8 +67,65 @@ class MemoryBackend:
         scored.sort(key=lambda row: (-row[0], row[1]))
         return [SearchHit(id=i, score=s, payload=p) for s, i, p in scored[:k]]
 
+    def search_batch(self, queries: Sequence[SparseVector], *, k: int = 10) -> list[list[SearchHit]]:
+        """:meth:`search` for each query."""
+        return [self.search(q, k=k) for q in queries]
+
+    def search_dense_batch(
+        self, queries: Sequence[npt.NDArray[np.float32]], *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` documents by exact cosine similarity for each dense query."""
+        from sparsebridge.query.hybrid import check_dense
+
+        check_k(k)
+        ids = list(self._dense)
+        matrix = np.stack([self._dense[i] for i in ids]) if ids else np.zeros((0, 0))
+        results = []
+        for query in queries:
+            unit = _unit(check_dense(query, what="dense query"))
+            if ids and unit.shape[0] != matrix.shape[1]:
+                raise ValueError(f"dense query is {unit.shape[0]}-d; stored vectors are {matrix.shape[1]}-d")
+            scores = matrix @ unit if ids else np.zeros(0)
+            order = sorted(range(len(ids)), key=lambda n: (-scores[n], ids[n]))[:k]
+            results.append(
+                [SearchHit(id=ids[n], score=float(scores[n]), payload=self._rows[ids[n]][1]) for n in order]
+            )
+        return results
+
+    def search_hybrid_batch(
+        self, queries: Sequence[HybridQuery], fusion: Fusion, *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Client-side fusion of the exact legs (``candidates`` hits each) for each hybrid query.
+
+        Raises:
+            ValueError: A query has a BM25 leg (the reference has no full-text scoring).
+        """
+        from sparsebridge.query.fusion import fuse
+        from sparsebridge.query.hybrid import LegKind
+
+        check_k(k)
+        results = []
+        for query in queries:
+            legs = []
+            for kind in query.legs:
+                if kind is LegKind.SPARSE:
+                    assert query.sparse is not None
+                    legs.append(self.search(query.sparse, k=query.candidates))
+                elif kind is LegKind.DENSE:
+                    assert query.dense is not None
+                    legs.extend(self.search_dense_batch([query.dense], k=query.candidates))
+                else:
+                    raise ValueError("the memory reference has no BM25 leg")
+            results.append(fuse(legs, fusion, limit=k))
+        return results
+
     def count(self) -> int:
         return len(self._rows)
 
     def close(self) -> None:
         return None
+
+
+def _unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    as64 = vector.astype(np.float64)
+    return as64 / float(np.linalg.norm(as64))

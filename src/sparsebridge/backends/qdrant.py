@@ -16,8 +16,15 @@ from typing import TYPE_CHECKING, Any
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry
 from sparsebridge.backends.validation import check_k, check_query, check_records
-from sparsebridge.errors import BackendError, MissingExtraError, SchemaMismatchError
+from sparsebridge.errors import BackendError, InputError, MissingExtraError, SchemaMismatchError
 from sparsebridge.types import SearchHit, SparseVector
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from sparsebridge.query.fusion import Fusion
+    from sparsebridge.query.hybrid import HybridQuery
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -177,19 +184,42 @@ class QdrantBackend:
                 )
         return problems
 
+    def _check_dense(self, records: Sequence[Record]) -> None:
+        for record in records:
+            if record.dense is None:
+                continue
+            if self.dense_size is None:
+                raise InputError(
+                    f"document {record.document.id!r} has a dense vector but this collection has no dense "
+                    "slot: open the backend with dense_size=<dimension>"
+                )
+            if record.dense.shape[0] != self.dense_size:
+                raise InputError(
+                    f"document {record.document.id!r} has a {record.dense.shape[0]}-d dense vector; "
+                    f"the collection's {self.dense_name!r} vector is {self.dense_size}-d"
+                )
+
+    def _point_vectors(self, record: Record) -> dict[str, Any]:
+        models = _qdrant().models
+        vectors: dict[str, Any] = {
+            self.vector_name: models.SparseVector(
+                indices=record.vector.indices.tolist(), values=record.vector.values.tolist()
+            )
+        }
+        if record.dense is not None:
+            vectors[self.dense_name] = record.dense.tolist()
+        return vectors
+
     def write(self, records: Sequence[Record]) -> WriteStats:
         check_records(records)
+        self._check_dense(records)
         models = _qdrant().models
         for start in range(0, len(records), self.batch_size):
             batch = records[start : start + self.batch_size]
             points = [
                 models.PointStruct(
                     id=point_id(r.document.id),
-                    vector={
-                        self.vector_name: models.SparseVector(
-                            indices=r.vector.indices.tolist(), values=r.vector.values.tolist()
-                        )
-                    },
+                    vector=self._point_vectors(r),
                     payload=stored_payload(r.document),
                 )
                 for r in batch
@@ -207,21 +237,89 @@ class QdrantBackend:
         self._call("delete", self.client.delete, self.target.collection, points_selector=selector, wait=True)
 
     def search(self, query: SparseVector, *, k: int = 10) -> list[SearchHit]:
-        check_query(query)
+        [hits] = self.search_batch([query], k=k)
+        return hits
+
+    def search_batch(self, queries: Sequence[SparseVector], *, k: int = 10) -> list[list[SearchHit]]:
+        """Top-``k`` hits for each sparse query, in one ``query_batch_points`` round trip."""
+        from sparsebridge.query.qdrant import sparse_request
+
+        for query in queries:
+            check_query(query)
         check_k(k)
-        if len(query) == 0:
+        requests = [sparse_request(q, using=self.vector_name, limit=k) for q in queries if len(q)]
+        answers = iter(self._batch("search", requests))
+        return [next(answers) if len(q) else [] for q in queries]
+
+    def search_dense_batch(
+        self, queries: Sequence[npt.NDArray[np.float32]], *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` hits for each dense query by cosine similarity, in one round trip."""
+        from sparsebridge.query.hybrid import check_dense
+        from sparsebridge.query.qdrant import dense_request
+
+        check_k(k)
+        checked = [check_dense(q, what="dense query") for q in queries]
+        self._require_dense(checked)
+        return self._batch(
+            "dense search", [dense_request(q, using=self.dense_name, limit=k) for q in checked]
+        )
+
+    def search_hybrid_batch(
+        self, queries: Sequence[HybridQuery], fusion: Fusion, *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Fused top-``k`` hits for each hybrid query, in one ``query_batch_points`` round trip.
+
+        Fusions Qdrant computes exactly as :mod:`sparsebridge.query.fusion` defines them run
+        server-side (see :mod:`sparsebridge.query.qdrant`): Qdrant returns the whole fused candidate
+        list (at most ``candidates`` per leg), which is re-sorted with our tie-break (score, then
+        document id) and cut to ``k``, so the result equals client-side fusion of the same legs.
+        The other fusions fetch every leg in the same single round trip and fuse client-side.
+
+        Raises:
+            ValueError: A query has a BM25 leg, or the weights do not match the legs.
+        """
+        from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
+        from sparsebridge.query.qdrant import hybrid_request, is_native, leg_requests
+
+        check_k(k)
+        self._require_dense([q.dense for q in queries if q.dense is not None])
+        if all(is_native(fusion, len(q.legs)) for q in queries):
+            requests = [
+                hybrid_request(
+                    q,
+                    fusion,
+                    limit=q.candidates * len(q.legs),  # the whole fused list: ties re-sorted here
+                    sparse_name=self.vector_name,
+                    dense_name=self.dense_name,
+                )
+                for q in queries
+            ]
+            answers = self._batch("hybrid search", requests)
+            resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
+            return [fuse([hits], resort, limit=k) for hits in answers]
+        requests, spans = [], []
+        for query in queries:
+            legs = leg_requests(query, sparse_name=self.vector_name, dense_name=self.dense_name)
+            spans.append((len(requests), len(legs)))
+            requests.extend(legs)
+        answers = self._batch("hybrid legs", requests)
+        return [fuse(answers[start : start + n], fusion, limit=k) for start, n in spans]
+
+    def _require_dense(self, vectors: Sequence[npt.NDArray[np.float32]]) -> None:
+        for vector in vectors:
+            if self.dense_size is None:
+                raise ValueError("this backend has no dense vector: open it with dense_size=<dimension>")
+            if vector.shape[0] != self.dense_size:
+                raise ValueError(
+                    f"dense query is {vector.shape[0]}-d; the collection's is {self.dense_size}-d"
+                )
+
+    def _batch(self, what: str, requests: list[Any]) -> list[list[SearchHit]]:
+        if not requests:
             return []
-        models = _qdrant().models
         try:
-            response = self._call(
-                "search",
-                self.client.query_points,
-                self.target.collection,
-                query=models.SparseVector(indices=query.indices.tolist(), values=query.values.tolist()),
-                using=self.vector_name,
-                limit=k,
-                with_payload=True,
-            )
+            responses = self._call(what, self.client.query_batch_points, self.target.collection, requests)
         except (BackendError, ValueError) as e:  # a server answers 404, local mode raises ValueError
             missing = e.status == 404 if isinstance(e, BackendError) else "not found" in str(e)
             if not missing:
@@ -232,10 +330,15 @@ class QdrantBackend:
                 status=404,
             ) from e
         return [
-            SearchHit(
-                id=str((p.payload or {}).get("doc_id", p.id)), score=float(p.score), payload=p.payload or {}
-            )
-            for p in response.points
+            [
+                SearchHit(
+                    id=str((p.payload or {}).get("doc_id", p.id)),
+                    score=float(p.score),
+                    payload=p.payload or {},
+                )
+                for p in response.points
+            ]
+            for response in responses
         ]
 
     def count(self) -> int:

@@ -6,11 +6,15 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from sparsebridge.backends.base import Backend, Record
 from sparsebridge.encoder import Encoder
 from sparsebridge.errors import InputError
 from sparsebridge.types import Document
+
+if TYPE_CHECKING:
+    from sparsebridge.encoder.dense import DenseEncoder
 
 __all__ = ["IngestStats", "ingest"]
 
@@ -34,13 +38,15 @@ def ingest(
     top_k: int | None = None,
     min_weight: float = 0.0,
     on_batch: Callable[[int], None] | None = None,
+    dense_encoder: DenseEncoder | None = None,
 ) -> IngestStats:
     """Check the backend's schema, then encode and write ``documents`` in batches of ``batch_size``.
 
     The schema is checked before any encoding, so a wrong existing collection fails in seconds.
     A document whose vector comes out empty stops the run with :class:`InputError` before its batch
     is written; the message says how many were already written, and a rerun rewrites the same ids
-    (idempotent).
+    (idempotent). With ``dense_encoder``, each batch is also embedded by it in the same pass and
+    every record carries its dense vector (the backend must have a dense slot of that dimension).
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be positive")
@@ -54,7 +60,12 @@ def ingest(
                 f"{len(empty)} document(s) encode to an empty vector (no term weight above "
                 f"{min_weight}): {empty[:5]}; {stats.written} documents were written before this stop"
             )
-        backend.write([Record(d, v) for d, v in zip(batch, vectors, strict=True)])
+        if dense_encoder is None:
+            records = [Record(d, v) for d, v in zip(batch, vectors, strict=True)]
+        else:
+            dense = dense_encoder.encode_documents([d.text for d in batch])
+            records = [Record(d, v, e) for d, v, e in zip(batch, vectors, dense, strict=True)]
+        backend.write(records)
         stats.written += len(batch)
         stats.batches += 1
         logger.info("batch %d: wrote %d documents (%d total)", stats.batches, len(batch), stats.written)

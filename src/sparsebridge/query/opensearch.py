@@ -1,0 +1,80 @@
+"""Pure builders for OpenSearch hybrid request bodies (no I/O).
+
+- Native: the neural-search plugin's ``hybrid`` query (one sub-query per leg) run through a search
+  pipeline: ``normalization-processor`` (``min_max`` / ``z_score`` / ``l2`` normalisation, then an
+  ``arithmetic_mean`` with per-leg weights) or ``score-ranker-processor`` (RRF, ``rank_constant``).
+  Plugin, not core; the definitions are OpenSearch's own (for example ``min_max`` floors a
+  normalised 0 at 0.001), so results are compared with client-side fusion only where they coincide.
+- Without the plugin: :func:`msearch_body` sends every leg in one ``_msearch`` round trip and
+  :mod:`sparsebridge.query.fusion` fuses them client-side.
+
+Legs: sparse = a clause built by the ``rank_features`` adapter (``bool.should`` of linear
+``rank_feature`` clauses), passed in as a dict; dense = :func:`knn_clause` (k-NN plugin
+``knn_vector`` field); BM25 = :func:`match_clause` on the ``text`` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sparsebridge.query.fusion import Fusion, FusionMethod
+
+__all__ = ["hybrid_body", "knn_clause", "match_clause", "msearch_body", "search_pipeline_body"]
+
+_NORMALIZATION = {FusionMethod.MINMAX: "min_max", FusionMethod.ZSCORE: "z_score"}
+
+
+def match_clause(text: str, *, field: str = "text") -> dict[str, Any]:
+    """BM25 leg: ``{"match": {field: {"query": text}}}``."""
+    return {"match": {field: {"query": text}}}
+
+
+def knn_clause(vector: Sequence[float], *, k: int, field: str = "dense") -> dict[str, Any]:
+    """Dense leg (k-NN plugin): ``{"knn": {field: {"vector": [...], "k": k}}}``."""
+    return {"knn": {field: {"vector": [float(x) for x in vector], "k": k}}}
+
+
+def hybrid_body(legs: Sequence[Mapping[str, Any]], *, size: int) -> dict[str, Any]:
+    """A ``hybrid`` query over ``legs`` (at most 5 sub-queries in OpenSearch), top ``size`` hits."""
+    if not 2 <= len(legs) <= 5:
+        raise ValueError(f"an OpenSearch hybrid query takes 2 to 5 legs, got {len(legs)}")
+    return {"size": size, "query": {"hybrid": {"queries": [dict(leg) for leg in legs]}}}
+
+
+def search_pipeline_body(fusion: Fusion, *, legs: int) -> dict[str, Any]:
+    """The search pipeline that fuses a ``hybrid`` query's legs with ``fusion``.
+
+    ``rrf`` -> ``score-ranker-processor`` (``rank_constant`` = our ``k``: both use 1-based ranks);
+    ``minmax`` / ``zscore`` -> ``normalization-processor`` with ``arithmetic_mean`` and the weights.
+
+    Raises:
+        ValueError: ``dbsf`` and ``sum`` have no OpenSearch pipeline (fuse client-side), or weighted
+            RRF (weights in the score ranker need OpenSearch >= 3.x; not emitted here).
+    """
+    weights = fusion.leg_weights(legs)
+    if fusion.method is FusionMethod.RRF:
+        if fusion.weighted:
+            raise ValueError("weighted RRF is fused client-side on OpenSearch")
+        combination = {"technique": "rrf", "rank_constant": fusion.k}
+        return {"phase_results_processors": [{"score-ranker-processor": {"combination": combination}}]}
+    if fusion.method in _NORMALIZATION:
+        total = sum(weights)
+        processor = {
+            "normalization": {"technique": _NORMALIZATION[fusion.method]},
+            "combination": {
+                "technique": "arithmetic_mean",
+                "parameters": {"weights": [w / total for w in weights]},
+            },
+        }
+        return {"phase_results_processors": [{"normalization-processor": processor}]}
+    raise ValueError(f"{fusion.method.value} has no OpenSearch search pipeline; fuse the legs client-side")
+
+
+def msearch_body(index: str, legs: Sequence[Mapping[str, Any]], *, size: int) -> list[dict[str, Any]]:
+    """``_msearch`` lines: a header and a body per leg, every leg in one round trip."""
+    lines: list[dict[str, Any]] = []
+    for leg in legs:
+        lines.append({"index": index})
+        lines.append({"size": size, "query": dict(leg)})
+    return lines
