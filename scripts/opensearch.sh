@@ -17,6 +17,8 @@
 #   SPARSEBRIDGE_CACHE        download/unpack cache (default ~/.cache/sparsebridge)
 #   OPENSEARCH_HOME_RUN       per-run config/data/logs/pid dir, wiped on start
 #                             (default $SPARSEBRIDGE_CACHE/opensearch-run)
+#   OPENSEARCH_KEEP_DATA=1    keep $OPENSEARCH_HOME_RUN/data across a restart (a node killed and
+#                             restarted keeps its indices: the fault tests); config/logs still renewed
 #   OPENSEARCH_JAVA_OPTS      JVM options (default "-Xms512m -Xmx512m")
 #   OPENSEARCH_EXTRA_SETTINGS space-separated -Ekey=value list, e.g. "-Ethread_pool.write.queue_size=1"
 #   OPENSEARCH_START_TIMEOUT  seconds to wait for yellow health (default 120)
@@ -162,7 +164,12 @@ do_start() {
   jh="$(java_home)"
 
   # Clean per-run directory: private copy of the config (so the distribution stays read-only), data, logs, tmp.
-  rm -rf "$RUN"
+  if [[ "${OPENSEARCH_KEEP_DATA:-}" == 1 && -d "$RUN/data" ]]; then
+    log "keeping the data in $RUN/data (OPENSEARCH_KEEP_DATA=1)"
+    rm -rf "$RUN/config" "$RUN/tmp"
+  else
+    rm -rf "$RUN"
+  fi
   mkdir -p "$RUN/data" "$RUN/logs" "$RUN/tmp"
   cp -r "$home/config" "$RUN/config"
   # jvm.options writes heap dumps / crash logs / gc.log relative to the cwd: send them to the run dir.

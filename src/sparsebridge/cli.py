@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--queries", action="store_true", help="use the model's query path")
     encode.set_defaults(run=_encode)
 
-    ingest = commands.add_parser("ingest", help="encode a JSONL file and write it to a backend")
+    ingest = commands.add_parser(
+        "ingest", help="encode a JSONL, CSV or Parquet file and write it to a backend (resumable)"
+    )
     _model_options(ingest)
     _input_options(ingest)
     _target_options(ingest)
@@ -67,8 +69,42 @@ def _parser() -> argparse.ArgumentParser:
         "--idf", action="store_true", help="Qdrant: create the collection with the IDF modifier"
     )
     ingest.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    ingest.add_argument(
+        "--run-dir",
+        type=Path,
+        help="checkpoint and dead-letter file (default: .sparsebridge/runs/<input>-<hash of input, target>)",
+    )
+    ingest.add_argument("--resume", action="store_true", help="continue the run checkpointed in the run dir")
+    ingest.add_argument(
+        "--run-number", type=_positive_int, help="version of every write (default: time in ms, monotonic)"
+    )
+    ingest.add_argument("--writers", type=_positive_int, default=2, help="concurrent writers (default 2)")
+    ingest.add_argument(
+        "--max-dead-letter-fraction",
+        type=_non_negative_float,
+        default=0.01,
+        help="stop when more than this fraction of items is dead-lettered (default 0.01)",
+    )
+    ingest.add_argument("--stats-json", type=Path, help="write the final stats as JSON here")
     ingest.add_argument("--dense-model", help="also store a dense embedding (a sentence-transformers model)")
     ingest.set_defaults(run=_ingest)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(dest="bench", required=True)
+    bench_ingest = bench_commands.add_parser(
+        "ingest", help="encode-only, sink-only and pipeline rates, overlap efficiency, memory high-water mark"
+    )
+    _model_options(bench_ingest)
+    _target_options(bench_ingest)
+    bench_ingest.add_argument("--docs", type=_positive_int, default=100_000, help="pipeline run documents")
+    bench_ingest.add_argument(
+        "--encode-docs", type=_positive_int, default=10_000, help="encode-only documents"
+    )
+    bench_ingest.add_argument("--sink-docs", type=_positive_int, default=20_000, help="sink-only documents")
+    bench_ingest.add_argument("--batch-size", type=_positive_int, default=256, help="documents per batch")
+    bench_ingest.add_argument("--writers", type=_positive_int, default=2, help="concurrent writers")
+    bench_ingest.add_argument("--output", type=Path, help="append the result as one JSON line here")
+    bench_ingest.set_defaults(run=_bench_ingest)
 
     search = commands.add_parser("search", help="search a backend with a text query")
     _model_options(search)
@@ -226,18 +262,51 @@ def _write_vectors(out: Any, batch: list[Any], vectors: list[Any]) -> None:
         out.write(json.dumps({"id": document.id, **vector.to_json_dict()}) + "\n")
 
 
+def _run_dir(args: argparse.Namespace) -> Path:
+    if args.run_dir is not None:
+        return Path(args.run_dir)
+    import hashlib
+
+    key = hashlib.sha1(f"{args.input.resolve()}\n{args.to}".encode()).hexdigest()[:10]
+    return Path(".sparsebridge") / "runs" / f"{args.input.stem}-{key}"
+
+
 def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sparsebridge.ingest import ingest
+    from sparsebridge.ingest import open_source
+    from sparsebridge.ingest.pipeline import IngestStats, ingest
 
-    source, count = _checked_source(args)
+    if args.max_dead_letter_fraction > 1:
+        raise ValueError("--max-dead-letter-fraction must be at most 1")
+    if not args.input.exists():
+        raise InputError("input file does not exist", source=str(args.input))
+    fields = None
+    if args.metadata_fields is not None:
+        fields = tuple(f for f in args.metadata_fields.split(",") if f)
+    source = open_source(
+        args.input, id_field=args.id_field, text_field=args.text_field, metadata_fields=fields
+    )
+    run_dir = _run_dir(args)
     dense = _load_dense(args)
-    options = {"dense_size": dense.dimension} if dense is not None else {}
+    options: dict[str, Any] = {"dense_size": dense.dimension} if dense is not None else {}
+    if not args.to.startswith(("qdrant", "memory")):
+        from sparsebridge.backends import Refresh
+
+        # an acknowledged bulk is durable (translog) before it is searchable: no refresh per request
+        options["refresh"] = Refresh.NONE
     backend = _open_target(args, idf=args.idf, **options)
     try:
         encoder = _load_encoder(args)
-        with tqdm(total=count, unit="docs", disable=args.no_progress, file=sys.stderr) as bar:
+        with tqdm(unit="docs", disable=args.no_progress, file=sys.stderr) as bar:
+
+            def progress(stats: IngestStats) -> None:
+                bar.set_postfix_str(
+                    f"enc {stats.encode_busy:.0%} wr {stats.write_busy:.0%} retries {stats.retries} "
+                    f"dead {stats.dead_lettered} stale {stats.stale}",
+                    refresh=False,
+                )
+
             stats = ingest(
                 source,
                 encoder=encoder,
@@ -246,11 +315,66 @@ def _ingest(args: argparse.Namespace) -> int:
                 top_k=args.top_k,
                 min_weight=args.min_weight,
                 on_batch=bar.update,
+                on_progress=progress,
                 dense_encoder=dense,
+                run_dir=run_dir,
+                resume=args.resume,
+                run_number=args.run_number,
+                writers=args.writers,
+                max_dead_letter_fraction=args.max_dead_letter_fraction,
+                handle_signals=True,
             )
     finally:
         backend.close()
+    if args.stats_json is not None:
+        args.stats_json.write_text(json.dumps(stats.to_json(), indent=2) + "\n", encoding="utf-8")
+    print(f"run {stats.run_number}: {stats.summary()}", file=sys.stderr)
+    if stats.dead_lettered:
+        print(f"dead-lettered items are listed in {run_dir / 'dead_letter.jsonl'}", file=sys.stderr)
+    if stats.interrupted:
+        _fail(f"interrupted after {stats.position} items; continue with --resume (run dir {run_dir})")
+        return 130
     print(f"wrote {stats.written} documents to {args.to}")
+    return 0
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    import time
+
+    from sparsebridge.ingest.bench import bench_ingest
+
+    base, _, last = args.to.rstrip("/").rpartition("/")
+    if not base or args.to.startswith("memory"):
+        raise ValueError(
+            "bench ingest needs a target with an index or collection name, e.g. opensearch://HOST/INDEX"
+        )
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    cluster = not args.to.startswith("qdrant")
+
+    def backend_factory(phase: str) -> Any:
+        from sparsebridge.backends import Refresh
+
+        options: dict[str, Any] = {"refresh": Refresh.NONE} if cluster else {}
+        uri = f"{base}/{last}-{phase}-{stamp}"
+        return _open_target(argparse.Namespace(**{**vars(args), "to": uri}), **options)
+
+    encoder = _load_encoder(args)
+    result = bench_ingest(
+        encoder=encoder,
+        backend_factory=backend_factory,
+        target=args.to,
+        docs=args.docs,
+        encode_docs=args.encode_docs,
+        sink_docs=args.sink_docs,
+        batch_size=args.batch_size,
+        writers=args.writers,
+    )
+    line = json.dumps({"model": args.model, **result.to_json()})
+    print(line)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        with args.output.open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
     return 0
 
 

@@ -6,6 +6,7 @@
     ├── MissingExtraError             an optional dependency is not installed (names the extra)
     ├── ModelLoadError                the model name or path cannot be loaded
     ├── InputError                    bad user input; carries ``source`` and ``line`` when known
+    │   └── DeadLetterLimitError      an ingest dead-lettered more than its allowed fraction
     └── BackendError                  a search engine refused or failed; carries ``backend``,
         │                             ``status`` and the affected ``item_ids``
         ├── BackendUnavailableError   the engine cannot be reached, or stayed overloaded or
@@ -22,11 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sparsebridge.backends.base import WriteStats
 
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "BulkWriteError",
+    "DeadLetterLimitError",
     "InputError",
     "ItemFailure",
     "MissingExtraError",
@@ -65,6 +71,10 @@ class InputError(SparsebridgeError, ValueError):
         self.line = line
 
 
+class DeadLetterLimitError(InputError):
+    """More than the allowed fraction of an ingest's input was dead-lettered; the run stopped."""
+
+
 class BackendError(SparsebridgeError):
     """A backend call failed. ``status`` is the engine's status code when there is one."""
 
@@ -101,8 +111,19 @@ class ItemFailure:
 
 
 class BulkWriteError(BackendError):
-    """Some items of a write failed permanently (mapping or parsing errors); the others were written."""
+    """Some items of a write failed permanently (mapping or parsing errors); the others were written.
 
-    def __init__(self, message: str, *, backend: str, failures: Sequence[ItemFailure]) -> None:
+    ``stats`` (when the backend knows) counts what happened to the others: written, stale, retries.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str,
+        failures: Sequence[ItemFailure],
+        stats: WriteStats | None = None,
+    ) -> None:
         super().__init__(message, backend=backend, item_ids=[f.id for f in failures])
         self.failures = tuple(failures)
+        self.stats = stats

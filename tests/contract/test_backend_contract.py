@@ -148,3 +148,21 @@ def test_bad_values_cannot_even_be_built() -> None:
             SparseVector.from_lists([1, 2], [1.0, value]) if value != 0.0 else SparseVector.from_lists(
                 [1], [0.0]
             )
+
+
+def test_batch_search_equals_one_search_per_query(
+    harness: Harness, records: list[Record], query_vectors: list[SparseVector]
+) -> None:
+    """``search_batch`` (one round trip: ``query_batch_points`` / ``_msearch``) == ``search`` per query."""
+    from sparsebridge.backends.base import SupportsBatchSearch
+
+    backend = harness.make()
+    backend.ensure_schema()
+    backend.write(records)
+    assert isinstance(backend, SupportsBatchSearch)
+    batched = backend.search_batch([*query_vectors, SparseVector.from_dict({})], k=K)
+    assert batched[-1] == []  # an empty query finds nothing
+    for query, hits in zip(query_vectors, batched, strict=False):
+        assert [(h.id, h.score, dict(h.payload)) for h in hits] == [
+            (h.id, h.score, dict(h.payload)) for h in backend.search(query, k=K)
+        ]

@@ -81,17 +81,67 @@ def test_encode_writes_the_public_jsonl_contract(tmp_path: Path, encoder: object
         (b"\n\n", "no documents"),
     ],
 )
-def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, content: bytes, message: str) -> None:
+def test_bad_input_stops_encode_and_writes_nothing(tmp_path: Path, content: bytes, message: str) -> None:
     docs = tmp_path / "docs.jsonl"
     docs.write_bytes(content)
-    result = run("ingest", "--model", "splade-tiny", "--input", str(docs), cwd=tmp_path)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert not (tmp_path / ".sparsebridge").exists()
     out = tmp_path / "v.jsonl"
     result = run("encode", "--model", "splade-tiny", "--input", str(docs), "--output", str(out), cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr
     assert not out.exists() and not (tmp_path / "v.jsonl.partial").exists()
+
+
+def test_ingest_dead_letters_each_kind_of_bad_input_and_writes_the_rest(tmp_path: Path) -> None:
+    long_text = " ".join(["river"] * 600)  # beyond splade-tiny's 512 tokens: truncated and counted
+    lines = [
+        b'{"id": "a", "text": "the nile is a river"}',
+        b'{"id": "b", "text": "ok"',  # malformed
+        b'{"id": "c"}',  # missing text
+        b'{"id": "d", "text": "  \\t "}',  # whitespace text
+        b'{"text": "no id"}',  # missing id
+        b'{"id": "a", "text": "a second a"}',  # duplicate id
+        b'{"id": "e", "text": "caf\xe9"}',  # invalid UTF-8
+        b'{"id": "f", "text": "x", "score": NaN}',  # NaN metadata: not JSON
+        b"[1, 2]",  # not an object
+        json.dumps({"id": "g", "text": long_text}).encode(),
+        b'{"id": "h", "text": "mars is the red planet"}',
+    ]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_bytes(b"\n".join(lines) + b"\n")
+    common = ["ingest", "--model", "splade-tiny", "--input", str(docs), "--no-progress"]
+    refused = run(*common, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "8 of 11 items were dead-lettered" in refused.stderr
+    assert "more than the allowed fraction 0.01" in refused.stderr
+
+    stats_path = tmp_path / "stats.json"
+    result = run(
+        *common, "--run-dir", "rd", "--max-dead-letter-fraction", "1", "--stats-json", str(stats_path),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 documents" in result.stdout
+    letters = [json.loads(line) for line in (tmp_path / "rd" / "dead_letter.jsonl").read_text().splitlines()]
+    assert [(d["position"], d["id"], d["type"]) for d in letters] == [
+        (1, None, "malformed"),
+        (2, "c", "missing_text"),
+        (3, "d", "empty_text"),
+        (4, None, "missing_id"),
+        (5, "a", "duplicate_id"),
+        (6, None, "invalid_utf8"),
+        (7, None, "malformed"),
+        (8, None, "not_object"),
+    ]
+    assert all(d["status"] is None for d in letters)
+    assert all("docs.jsonl:" in d["reason"] for d in letters if d["type"] != "duplicate_id")
+    stats = json.loads(stats_path.read_text())
+    assert (stats["written"], stats["dead_lettered"], stats["truncated"]) == (3, 8, 1)
+    checkpoint = json.loads((tmp_path / "rd" / "checkpoint.json").read_text())
+    assert checkpoint["position"] == 11 and checkpoint["done"] is True
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n\n")
+    nothing = run("ingest", "--model", "splade-tiny", "--input", str(empty), cwd=tmp_path)
+    assert nothing.returncode == 2 and "no documents" in nothing.stderr
 
 
 def test_missing_file_unknown_model_and_unreachable_server(tmp_path: Path) -> None:
@@ -119,3 +169,18 @@ def test_search_on_a_missing_collection_is_a_clear_error(tmp_path: Path) -> None
     assert result.returncode != 0
     assert "collection 'docs' does not exist (ingest into it first)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_ingest_reports_the_three_rates_and_memory(tmp_path: Path) -> None:
+    out = tmp_path / "bench.jsonl"
+    result = run(
+        "bench", "ingest", "--model", "splade-tiny", "--device", "cpu", "--to", f"qdrant+local://{tmp_path}/q/b",
+        "--docs", "600", "--encode-docs", "300", "--sink-docs", "300", "--batch-size", "64",
+        "--output", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [row] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["docs"] == 600 and row["sink_docs"] == 300 and row["encode_docs"] == 300
+    assert min(row["encode_rate"], row["sink_rate"], row["pipeline_rate"]) > 0
+    assert row["overlap_efficiency"] == row["pipeline_rate"] / min(row["encode_rate"], row["sink_rate"])
+    assert row["rss_peak_mib"] >= row["rss_before_mib"] > 0

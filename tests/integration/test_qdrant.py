@@ -9,7 +9,7 @@ import pytest
 from sparsebridge.backends import MemoryBackend, QdrantBackend, QdrantTarget, Record, RetryPolicy
 from sparsebridge.encoder import Encoder
 from sparsebridge.errors import BackendUnavailableError, InputError, SchemaMismatchError
-from sparsebridge.ingest import ingest
+from sparsebridge.ingest import DeadLetterLimitError, ingest
 from sparsebridge.types import Document, SparseVector
 
 
@@ -117,8 +117,15 @@ def test_ingest_pipeline_writes_everything(
     assert stats.batches == 4
 
 
-def test_ingest_stops_on_empty_vector(qdrant: QdrantBackend, encoder: Encoder) -> None:
+def test_ingest_dead_letters_empty_vectors_and_stops_past_the_limit(
+    qdrant: QdrantBackend, encoder: Encoder
+) -> None:
     docs = [Document("a", "river flood"), Document("b", "planet orbit")]
-    with pytest.raises(InputError, match="empty vector"):
+    with pytest.raises(DeadLetterLimitError, match="empty vector: 2"):
         ingest(docs, encoder=encoder, backend=qdrant, min_weight=1e9)
     assert qdrant.count() == 0
+    stats = ingest(docs, encoder=encoder, backend=qdrant, min_weight=1e9, max_dead_letter_fraction=1.0)
+    assert stats.written == 0 and [(d.id, d.type) for d in stats.dead_letters] == [
+        ("a", "empty_vector"),
+        ("b", "empty_vector"),
+    ]

@@ -24,7 +24,7 @@ from sparsebridge.backends.base import Backend, Record, point_id
 from sparsebridge.backends.cluster import ClusterTarget, Refresh
 from sparsebridge.backends.elasticsearch import ElasticsearchBackend
 from sparsebridge.backends.memory import MemoryBackend
-from sparsebridge.backends.opensearch import OpenSearchBackend, OpenSearchQuery
+from sparsebridge.backends.opensearch import OpenSearchBackend, OpenSearchHybrid, OpenSearchQuery
 from sparsebridge.backends.qdrant import QdrantBackend, QdrantTarget
 from sparsebridge.backends.rank_features import FieldType
 from sparsebridge.backends.retry import RetryPolicy
@@ -37,6 +37,7 @@ __all__ = [
     "FieldType",
     "MemoryBackend",
     "OpenSearchBackend",
+    "OpenSearchHybrid",
     "OpenSearchQuery",
     "QdrantBackend",
     "QdrantTarget",

@@ -44,13 +44,23 @@ class Record:
     ``dense`` (optional) is stored as a read-only 1-D finite float32 array; the backend checks its
     dimension against its schema before any network call. A record without ``dense`` is found by
     the sparse leg only.
+
+    ``version`` (optional) is the run number of the write: a positive integer that only grows from
+    run to run. A backend then never lets it overwrite a copy written with the same or a higher
+    version (external versioning on OpenSearch/Elasticsearch, an update filter on Qdrant): such an
+    item is counted in :attr:`WriteStats.stale` instead.
     """
 
     document: Document
     vector: SparseVector
     dense: npt.NDArray[np.float32] | None = None
+    version: int | None = None
 
     def __post_init__(self) -> None:
+        if self.version is not None and (
+            isinstance(self.version, bool) or not isinstance(self.version, int) or self.version <= 0
+        ):
+            raise ValueError(f"version must be a positive integer, got {self.version!r}")
         if self.dense is not None:
             from sparsebridge.query.hybrid import check_dense
 

@@ -99,7 +99,8 @@ def bulk_write(
         sleep: How to wait between attempts.
 
     Returns:
-        ``written`` (items acknowledged) and ``retries`` (item re-sends).
+        ``written`` (items acknowledged), ``retries`` (item re-sends) and ``stale`` (items refused
+        with a version conflict: the engine already holds the same or a newer version).
 
     Raises:
         BulkWriteError: Some items failed permanently; every other item was written.
@@ -127,6 +128,9 @@ def bulk_write(
                     stats.written += 1
                     continue
                 kind = classify_failure(result.status, result.type, result.reason)
+                if kind is FailureKind.STALE:  # a newer (or this) version is already there
+                    stats.stale += 1
+                    continue
                 if kind is FailureKind.FATAL:
                     raise BackendError(
                         f"write refused: {result.status} {result.type}: {result.reason}",
@@ -179,5 +183,6 @@ def bulk_write(
             f"first: {first.id!r}: {first.status} {first.type}: {first.reason}",
             backend=backend,
             failures=failures,
+            stats=stats,
         )
     return stats

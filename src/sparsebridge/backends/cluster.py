@@ -2,7 +2,10 @@
 
 The bodies come from :mod:`sparsebridge.backends.rank_features` and the bulk loop from
 :mod:`sparsebridge.backends.bulk`; a subclass only builds its client, reads its client's errors
-and picks the query body.
+and picks the query body. The search side (``_msearch`` batches of sparse, BM25 and dense legs,
+client-side hybrid fusion) is shared too; a subclass gives its ``_msearch`` lines, dense clause and
+mapping (``sparsebridge.query.opensearch`` / ``sparsebridge.query.elasticsearch``) and may fuse
+natively (``_native_hybrid``).
 """
 
 from __future__ import annotations
@@ -12,17 +15,24 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sparsebridge.backends import rank_features as bodies
 from sparsebridge.backends.base import Record, WriteStats, point_id
 from sparsebridge.backends.bulk import BulkItem, ItemResult, RequestFailure, bulk_write
 from sparsebridge.backends.retry import FailureKind, RetryPolicy, call_with_retry, classify_failure
 from sparsebridge.backends.validation import check_k, check_query, check_records
-from sparsebridge.errors import BackendError, SchemaMismatchError
+from sparsebridge.errors import BackendError, InputError, SchemaMismatchError
 from sparsebridge.types import SearchHit, SparseVector
 
-__all__ = ["ClusterTarget", "Refresh"]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from sparsebridge.query.fusion import Fusion
+    from sparsebridge.query.hybrid import HybridQuery
+
+__all__ = ["ClusterTarget", "Refresh", "SearchLeg"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,6 +128,8 @@ class ClusterBackend:
         chunk_bytes: int = 5 * 1024 * 1024,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
+        dense_size: int | None = None,
+        dense_field: str = "dense",
         client: Any = None,
     ) -> None:
         if not isinstance(target, ClusterTarget):
@@ -134,6 +146,10 @@ class ClusterBackend:
             raise ValueError("chunk_items and chunk_bytes must be positive")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if dense_size is not None and (isinstance(dense_size, bool) or dense_size <= 0):
+            raise ValueError("dense_size must be a positive integer")
+        if not dense_field or "." in dense_field or dense_field in (field, *bodies.PAYLOAD_FIELDS):
+            raise ValueError(f"invalid dense field name {dense_field!r}")
         self.target = target
         self.field = field
         self.field_type = None if field_type is None else bodies.FieldType(field_type)
@@ -145,6 +161,8 @@ class ClusterBackend:
         self.chunk_bytes = chunk_bytes
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
+        self.dense_size = dense_size
+        self.dense_field = dense_field
         self._client = client
 
     # -- what a subclass provides ------------------------------------------------------------
@@ -182,13 +200,19 @@ class ClusterBackend:
         return self._client
 
     def index_body(self) -> dict[str, Any]:
-        """The body ``ensure_schema`` sends to create the index."""
-        return bodies.index_body(
+        """The body ``ensure_schema`` sends to create the index (with the dense field if ``dense_size``)."""
+        body = bodies.index_body(
             field=self.field,
             field_type=self._resolved_field_type(),
             shards=self.shards,
             replicas=self.replicas,
         )
+        if self.dense_size is not None:
+            mapping, settings = self._dense_mapping()
+            body["mappings"]["properties"][self.dense_field] = mapping
+            if settings:
+                body.setdefault("settings", {}).setdefault("index", {}).update(settings)
+        return body
 
     def search_body(self, query: SparseVector, *, k: int = 10) -> dict[str, Any]:
         """The body ``search`` sends for ``query`` (pruned to ``max_query_terms``); no I/O."""
@@ -228,6 +252,8 @@ class ClusterBackend:
             SchemaMismatchError: The index exists with another mapping (names the differences).
         """
         self._prepare()
+        if self.dense_size is not None:
+            self._require_dense_support()
         index = self.target.index
         body = self.index_body()
         if not self._call("index check", lambda: bool(self.client.indices.exists(index=index))):
@@ -244,6 +270,12 @@ class ClusterBackend:
         problems = bodies.mapping_problems(
             properties, field=self.field, field_type=self._resolved_field_type()
         )
+        if self.dense_size is not None:
+            wanted = self.index_body()["mappings"]["properties"][self.dense_field]
+            have = properties.get("properties", {}).get(self.dense_field)
+            size = {k: v for k, v in (have or {}).items() if k in ("type", "dimension", "dims")}
+            if size != {k: v for k, v in wanted.items() if k in ("type", "dimension", "dims")}:
+                problems.append(f"dense field {self.dense_field!r} is {have!r}, wanted {wanted!r}")
         if problems:
             raise SchemaMismatchError(
                 f"index {index!r} exists with another schema: " + "; ".join(problems), backend=self.name
@@ -288,14 +320,22 @@ class ClusterBackend:
     def write(self, records: Sequence[Record]) -> WriteStats:
         """Upsert records under ``_id`` = :func:`~sparsebridge.backends.base.point_id` of the document id.
 
-        Every record is validated and turned into NDJSON before the first request.
+        Every record is validated and turned into NDJSON before the first request. A record with a
+        ``version`` is written with external versioning; a 409 version conflict (the index holds the
+        same or a newer version) counts in ``WriteStats.stale``, not as an error.
         """
         check_records(records)
+        self._check_dense(records)
         items = [
             BulkItem(
                 r.document.id,
                 bodies.bulk_index_lines(
-                    r.document, r.vector, doc_key=point_id(r.document.id), field=self.field
+                    r.document,
+                    r.vector,
+                    doc_key=point_id(r.document.id),
+                    field=self.field,
+                    version=r.version,
+                    dense=None if r.dense is None else (self.dense_field, r.dense.tolist()),
                 ),
             )
             for r in records
@@ -303,8 +343,30 @@ class ClusterBackend:
         if not items:
             return WriteStats()
         stats = self._bulk(items)
-        logger.debug("%s: wrote %d documents (%d retries)", self.name, stats.written, stats.retries)
+        logger.debug(
+            "%s: wrote %d documents (%d retries, %d stale)",
+            self.name,
+            stats.written,
+            stats.retries,
+            stats.stale,
+        )
         return stats
+
+    def _check_dense(self, records: Sequence[Record]) -> None:
+        """Refuse, before any request, a dense vector the index has no slot for (never drop it)."""
+        for record in records:
+            if record.dense is None:
+                continue
+            if self.dense_size is None:
+                raise InputError(
+                    f"document {record.document.id!r} has a dense vector but this index has no dense "
+                    "field: open the backend with dense_size=<dimension>"
+                )
+            if record.dense.shape[0] != self.dense_size:
+                raise InputError(
+                    f"document {record.document.id!r} has a {record.dense.shape[0]}-d dense vector; the "
+                    f"index's {self.dense_field!r} field is {self.dense_size}-d"
+                )
 
     def delete(self, document_ids: Sequence[str]) -> None:
         """Delete by document id; ids that are not there are ignored."""
@@ -340,6 +402,191 @@ class ClusterBackend:
             for hit in response["hits"]["hits"]
         ]
 
+    # -- search side: many queries per round trip, BM25, dense and hybrid legs ----------------
+    # Every leg is one body in an ``_msearch`` request (at most MSEARCH_BATCH bodies per request);
+    # hybrid queries send all their legs in the same requests and are fused client-side with
+    # sparsebridge.query.fusion, unless a subclass runs a native hybrid (_native_hybrid).
+
+    def _msearch_lines(self, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
+        """The ``_msearch`` header and body of one leg (the engine's builder)."""
+        raise NotImplementedError
+
+    def _dense_clause(self, vector: npt.NDArray[np.float32], k: int) -> dict[str, Any]:
+        """The dense leg: the engine's knn clause/section on the dense field."""
+        raise NotImplementedError
+
+    def _dense_mapping(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The dense field's mapping and the index settings it needs."""
+        raise NotImplementedError
+
+    def _require_dense_support(self) -> None:
+        """Raise if the cluster cannot hold a dense field (OpenSearch: the k-NN plugin)."""
+
+    def _native_hybrid(
+        self, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
+    ) -> list[list[SearchHit]] | None:
+        """Server-side fusion, where the subclass can and may; None: fuse the legs client-side."""
+        return None
+
+    def _sparse_clause(self, query: SparseVector) -> dict[str, Any] | None:
+        """The sparse leg's query clause (as :meth:`search` sends it); None if no weight is sendable."""
+        check_query(query)
+        terms = bodies.query_features(query, max_terms=self.max_query_terms)
+        if not terms:
+            return None
+        self._prepare()  # Elasticsearch: the field type comes from the server version
+        clause: dict[str, Any] = self._query_body(terms, 1)["query"]
+        return clause
+
+    def _dense_queries(self, queries: Sequence[Any]) -> list[npt.NDArray[np.float32]]:
+        from sparsebridge.query.hybrid import check_dense
+
+        checked = [check_dense(q, what="dense query") for q in queries]
+        if checked and self.dense_size is None:
+            raise ValueError(
+                f"the {self.name} backend has no dense field: open it with dense_size=<dimension>"
+            )
+        for vector in checked:
+            if vector.shape[0] != self.dense_size:
+                raise ValueError(f"dense query is {vector.shape[0]}-d; the index's is {self.dense_size}-d")
+        if checked:
+            self._require_dense_support()
+        return checked
+
+    def search_batch(self, queries: Sequence[SparseVector], *, k: int = 10) -> list[list[SearchHit]]:
+        """Top-``k`` documents by dot product for each query, many queries per ``_msearch`` request.
+
+        Each query's body is the one :meth:`search` sends; a query with no sendable weight gets no hits.
+        """
+        check_k(k)
+        legs = [SearchLeg(self._sparse_clause(q), k) for q in queries]
+        return self._search_legs("search", legs)
+
+    def search_text_batch(self, queries: Sequence[str], *, k: int = 10) -> list[list[SearchHit]]:
+        """Top-``k`` documents by BM25 (a ``match`` on the ``text`` field) for each query text.
+
+        Raises:
+            ValueError: A query text is blank.
+        """
+        from sparsebridge.query.opensearch import match_clause  # the same DSL on both engines
+
+        check_k(k)
+        if isinstance(queries, str):
+            raise TypeError("pass a list of query texts, not a single string")
+        for text in queries:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("a BM25 query text must be a non-blank string")
+        return self._search_legs("text search", [SearchLeg(match_clause(t), k) for t in queries])
+
+    def search_dense_batch(
+        self, queries: Sequence[npt.NDArray[np.float32]], *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` documents for each dense query; the score is the cosine similarity.
+
+        The engines score cosine as ``(1 + cos) / 2``; it is mapped back to ``cos``. Their knn
+        search is approximate (HNSW).
+
+        Raises:
+            ValueError: The backend was opened without ``dense_size``, or a dimension differs.
+            BackendError: The cluster cannot search dense vectors (OpenSearch without k-NN).
+        """
+        check_k(k)
+        checked = self._dense_queries(queries)
+        return self._search_legs(
+            "dense search", [SearchLeg(self._dense_clause(q, k), k, dense=True) for q in checked]
+        )
+
+    def search_hybrid_batch(
+        self, queries: Sequence[HybridQuery], fusion: Fusion, *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Fused top-``k`` hits for each hybrid query.
+
+        Every leg of every query (``candidates`` hits each) goes out in ``_msearch`` requests, then
+        the legs are fused client-side with :func:`sparsebridge.query.fusion.fuse`: the result
+        equals the client-side fusion of the same legs fetched one by one. A subclass may fuse
+        server-side instead where it was asked to and the cluster can (see the subclass).
+
+        Raises:
+            ValueError: The weights do not match a query's legs, or a dense leg is not possible.
+            BackendError: The cluster cannot search dense vectors (OpenSearch without k-NN).
+        """
+        from sparsebridge.query.fusion import fuse
+
+        check_k(k)
+        for query in queries:
+            fusion.leg_weights(len(query.legs))
+        self._dense_queries([q.dense for q in queries if q.dense is not None])
+        per_query = [self._hybrid_legs(q) for q in queries]
+        native = self._native_hybrid(per_query, fusion, k)
+        if native is not None:
+            return native
+        answers = iter(self._search_legs("hybrid legs", [leg for legs in per_query for leg in legs]))
+        return [fuse([next(answers) for _ in legs], fusion, limit=k) for legs in per_query]
+
+    def _hybrid_legs(self, query: HybridQuery) -> list[SearchLeg]:
+        from sparsebridge.query.hybrid import LegKind
+        from sparsebridge.query.opensearch import match_clause
+
+        legs = []
+        for kind in query.legs:
+            if kind is LegKind.SPARSE:
+                assert query.sparse is not None
+                legs.append(SearchLeg(self._sparse_clause(query.sparse), query.candidates))
+            elif kind is LegKind.DENSE:
+                assert query.dense is not None
+                clause = self._dense_clause(query.dense, query.candidates)
+                legs.append(SearchLeg(clause, query.candidates, dense=True))
+            else:
+                assert query.text is not None
+                legs.append(SearchLeg(match_clause(query.text), query.candidates))
+        return legs
+
+    def _search_legs(self, what: str, legs: Sequence[SearchLeg]) -> list[list[SearchHit]]:
+        results: list[list[SearchHit]] = [[] for _ in legs]
+        todo = [n for n, leg in enumerate(legs) if leg.clause is not None]
+        for start in range(0, len(todo), MSEARCH_BATCH):
+            chunk = todo[start : start + MSEARCH_BATCH]
+            lines = [line for n in chunk for line in self._msearch_lines(legs[n].clause or {}, legs[n].size)]
+            for n, answer in zip(chunk, self._msearch(what, lines), strict=True):
+                results[n] = hits_of(answer, dense=legs[n].dense)
+        return results
+
+    def _msearch(self, what: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send one ``_msearch``; retry it whole (searches are idempotent) on transient failures."""
+        index = self.target.index
+
+        def send() -> list[dict[str, Any]]:
+            answers = [dict(a) for a in _plain(self.client.msearch(body=lines, index=index))["responses"]]
+            for answer in answers:
+                if "error" in answer:
+                    status = answer.get("status")
+                    info = error_info_from_body(status if isinstance(status, int) else None, answer, "")
+                    raise _SearchItemError(info)
+            return answers
+
+        def is_transient(error: BaseException) -> bool:
+            if isinstance(error, _SearchItemError):
+                kind = classify_failure(error.info.status, error.info.type, error.info.reason)
+                return kind in (FailureKind.TRANSIENT, FailureKind.BLOCKED)
+            return self._is_transient(error)
+
+        self._prepare()
+        try:
+            return call_with_retry(
+                send, policy=self.retry, is_transient=is_transient, backend=self.name, what=what
+            )
+        except BackendError:
+            raise
+        except Exception as e:
+            info = e.info if isinstance(e, _SearchItemError) else self._error_info(e)
+            if info is None:
+                raise
+            if info.status == 404:
+                message = f"index {self.target.index!r} does not exist (ingest into it first)"
+            else:
+                message = f"{what} failed: {info.status} {info.type}: {info.reason}"
+            raise BackendError(message, backend=self.name, status=info.status) from e
+
     def count(self) -> int:
         """Number of documents in the index (as of its last refresh)."""
         return int(_plain(self._call("count", lambda: self.client.count(index=self.target.index)))["count"])
@@ -349,6 +596,38 @@ class ClusterBackend:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+MSEARCH_BATCH = 200  # search bodies per _msearch request
+
+
+@dataclass(frozen=True)
+class SearchLeg:
+    """One search of a batch: its query clause (None: nothing to send, no hits), size, dense or not."""
+
+    clause: dict[str, Any] | None
+    size: int
+    dense: bool = False
+
+
+class _SearchItemError(Exception):
+    """One search of an ``_msearch`` answered an error (raised to retry or report it)."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(f"{info.status} {info.type}: {info.reason}")
+        self.info = info
+
+
+def hits_of(answer: Mapping[str, Any], *, dense: bool = False) -> list[SearchHit]:
+    """The hits of one search answer; a dense leg's ``(1 + cos) / 2`` score is mapped back to ``cos``."""
+    return [
+        SearchHit(
+            id=str(hit["_source"]["doc_id"]),
+            score=2.0 * float(hit["_score"]) - 1.0 if dense else float(hit["_score"]),
+            payload=hit["_source"],
+        )
+        for hit in answer["hits"]["hits"]
+    ]
 
 
 def _plain(response: Any) -> dict[str, Any]:

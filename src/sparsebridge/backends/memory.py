@@ -34,6 +34,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._rows: dict[str, tuple[SparseVector, dict[str, Any]]] = {}
         self._dense: dict[str, npt.NDArray[np.float64]] = {}
+        self._versions: dict[str, int] = {}
 
     def ensure_schema(self) -> None:
         return None
@@ -44,18 +45,26 @@ class MemoryBackend:
         sizes |= {v.shape[0] for v in list(self._dense.values())[:1]}
         if len(sizes) > 1:
             raise ValueError(f"dense vectors of different dimensions in one backend: {sorted(sizes)}")
+        stale = 0
         for record in records:
+            stored = self._versions.get(record.document.id)
+            if record.version is not None and stored is not None and stored >= record.version:
+                stale += 1  # like external versioning: the same or a newer version is already here
+                continue
+            if record.version is not None:
+                self._versions[record.document.id] = record.version
             self._rows[record.document.id] = (record.vector, stored_payload(record.document))
             if record.dense is not None:
                 self._dense[record.document.id] = _unit(record.dense)
             else:
                 self._dense.pop(record.document.id, None)
-        return WriteStats(written=len(records))
+        return WriteStats(written=len(records) - stale, stale=stale)
 
     def delete(self, document_ids: Sequence[str]) -> None:
         for document_id in document_ids:
             self._rows.pop(document_id, None)
             self._dense.pop(document_id, None)
+            self._versions.pop(document_id, None)
 
     def search(self, query: SparseVector, *, k: int = 10) -> list[SearchHit]:
         check_query(query)

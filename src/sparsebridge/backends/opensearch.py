@@ -7,11 +7,23 @@ Qdrant), so rewrites are idempotent. Search sends the exact dot product: ``bool.
 ``rank_feature`` clauses with ``linear`` and ``boost`` = query weight, or, with
 ``query=OpenSearchQuery.NEURAL_SPARSE``, the neural-search plugin's ``neural_sparse`` with raw
 ``query_tokens`` (the plugin must be installed on the cluster).
+
+Search side: many queries per ``_msearch`` request (sparse, BM25 ``match`` on ``text``, dense);
+hybrid queries send all their legs in ``_msearch`` and fuse them client-side with
+:mod:`sparsebridge.query.fusion` (the same definitions as every other backend). With
+``hybrid=OpenSearchHybrid.NATIVE_IF_AVAILABLE`` the neural-search plugin's ``hybrid`` query and a
+search pipeline fuse server-side instead, but only when ``GET _cat/plugins`` lists the plugin and
+the fusion has a pipeline; OpenSearch's normalisations differ from ours in details.
+
+Dense leg: a ``knn_vector`` field (``dense_size=``) needs the k-NN plugin. Without it there is no
+dense leg on that cluster: ``ensure_schema``, dense searches and hybrid queries with a dense leg
+raise a ``BackendError`` that says so (nothing falls back silently).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +33,25 @@ from sparsebridge.backends.cluster import (
     ClusterTarget,
     ErrorInfo,
     Refresh,
+    SearchLeg,
     error_info_from_body,
+    hits_of,
 )
 from sparsebridge.backends.retry import RetryPolicy
-from sparsebridge.errors import MissingExtraError
+from sparsebridge.errors import BackendError, MissingExtraError
+from sparsebridge.query import opensearch as os_bodies
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     from opensearchpy import OpenSearch
 
-__all__ = ["ClusterTarget", "OpenSearchBackend", "OpenSearchQuery", "Refresh"]
+    from sparsebridge.query.fusion import Fusion
+    from sparsebridge.types import SearchHit
+
+__all__ = ["ClusterTarget", "OpenSearchBackend", "OpenSearchHybrid", "OpenSearchQuery", "Refresh"]
+
+logger = logging.getLogger(__name__)
 
 
 class OpenSearchQuery(str, Enum):
@@ -37,6 +59,20 @@ class OpenSearchQuery(str, Enum):
 
     RANK_FEATURE = "rank_feature"  # core (mapper-extras): bool.should of linear rank_feature clauses
     NEURAL_SPARSE = "neural_sparse"  # neural-search plugin: raw query_tokens, weights in (0, 64]
+
+
+class OpenSearchHybrid(str, Enum):
+    """Where hybrid queries are fused.
+
+    ``CLIENT`` (default): ``_msearch`` of the legs, then :mod:`sparsebridge.query.fusion`, whose
+    definitions are the same on every backend. ``NATIVE_IF_AVAILABLE``: the neural-search plugin's
+    ``hybrid`` query through a ``score-ranker-processor`` (unweighted RRF) or
+    ``normalization-processor`` (min-max, z-score) search pipeline, when ``GET _cat/plugins`` lists
+    the plugin; otherwise, and for fusions without a pipeline, client-side.
+    """
+
+    CLIENT = "client"
+    NATIVE_IF_AVAILABLE = "native_if_available"
 
 
 def _opensearchpy() -> Any:
@@ -73,6 +109,9 @@ class OpenSearchBackend(ClusterBackend):
         chunk_bytes: int = 5 * 1024 * 1024,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
+        dense_size: int | None = None,
+        dense_field: str = "dense",
+        hybrid: OpenSearchHybrid = OpenSearchHybrid.CLIENT,
         client: OpenSearch | None = None,
     ) -> None:
         """Configure the backend; no I/O happens here.
@@ -89,11 +128,16 @@ class OpenSearchBackend(ClusterBackend):
             chunk_bytes: Bytes per ``_bulk`` request.
             retry: Retry budget for transient failures (429, 502-504, connection errors).
             timeout: Seconds per request.
+            dense_size: Dimension of a ``knn_vector`` dense field (needs the k-NN plugin).
+            dense_field: Name of the dense field.
+            hybrid: Where hybrid queries are fused (see :class:`OpenSearchHybrid`).
             client: An ``opensearchpy.OpenSearch`` to use instead of building one.
         """
         if target.api_key is not None:
             raise ValueError("OpenSearch takes a username and password, not an API key")
         self.query = OpenSearchQuery(query)
+        self.hybrid = OpenSearchHybrid(hybrid)
+        self._plugins: frozenset[str] | None = None
         super().__init__(
             target,
             field=field,
@@ -106,6 +150,8 @@ class OpenSearchBackend(ClusterBackend):
             chunk_bytes=chunk_bytes,
             retry=retry,
             timeout=timeout,
+            dense_size=dense_size,
+            dense_field=dense_field,
             client=client,
         )
 
@@ -121,6 +167,7 @@ class OpenSearchBackend(ClusterBackend):
             max_retries=0,  # our RetryPolicy is the only retry layer
             retry_on_timeout=False,
             http_compress=True,
+            pool_maxsize=16,  # concurrent ingest writers share this client (urllib3's default keeps 1)
         )
 
     def _error_info(self, error: BaseException) -> ErrorInfo | None:
@@ -136,3 +183,73 @@ class OpenSearchBackend(ClusterBackend):
         if self.query is OpenSearchQuery.NEURAL_SPARSE:
             return bodies.neural_sparse_search(terms, field=self.field, k=k)
         return bodies.rank_features_search(terms, field=self.field, k=k)
+
+    def plugins(self) -> frozenset[str]:
+        """The plugins installed on the cluster (``GET _cat/plugins`` components), read once."""
+        if self._plugins is None:
+            rows = self._call(
+                "plugin check",
+                lambda: self.client.transport.perform_request(
+                    "GET", "/_cat/plugins", params={"format": "json"}
+                ),
+            )
+            self._plugins = frozenset(str(row.get("component", "")) for row in rows or [])
+        return self._plugins
+
+    def _require_dense_support(self) -> None:
+        if os_bodies.KNN_PLUGIN not in self.plugins():
+            installed = ", ".join(sorted(self.plugins())) or "none"
+            raise BackendError(
+                f"this OpenSearch cluster has no k-NN plugin ({os_bodies.KNN_PLUGIN}; installed plugins: "
+                f"{installed}), so it has no dense leg: a knn_vector field cannot be created or searched. "
+                "Install the plugin, or leave the dense model out (sparse and BM25 legs work without it)",
+                backend=self.name,
+            )
+
+    def _msearch_lines(self, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
+        return os_bodies.msearch_body(self.target.index, [clause], size=size, source=bodies.PAYLOAD_FIELDS)
+
+    def _dense_clause(self, vector: npt.NDArray[np.float32], k: int) -> dict[str, Any]:
+        return os_bodies.knn_clause(vector.tolist(), k=k, field=self.dense_field)
+
+    def _dense_mapping(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        assert self.dense_size is not None
+        return os_bodies.knn_vector_mapping(self.dense_size), dict(os_bodies.KNN_SETTINGS)
+
+    def _native_hybrid(
+        self, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
+    ) -> list[list[SearchHit]] | None:
+        """The plugin's ``hybrid`` query + search pipeline, when asked for and possible; else None.
+
+        Snapshot-tested only: no neural-search plugin runs where this was written.
+        """
+        from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
+
+        if self.hybrid is not OpenSearchHybrid.NATIVE_IF_AVAILABLE:
+            return None
+        if not os_bodies.has_search_pipeline(fusion):
+            return None
+        if any(not 2 <= len(q) <= 5 or any(leg.clause is None for leg in q) for q in legs):
+            return None
+        if os_bodies.NEURAL_SEARCH_PLUGIN not in self.plugins():
+            logger.debug("%s: no neural-search plugin, fusing client-side", self.name)
+            return None
+        resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
+        return [fuse([hits_of(self._hybrid_search(query, fusion))], resort, limit=k) for query in legs]
+
+    def _hybrid_search(self, query: Sequence[SearchLeg], fusion: Fusion) -> dict[str, Any]:
+        """Create (or overwrite) the fusion's search pipeline, then send one ``hybrid`` query through it."""
+        pipeline = os_bodies.search_pipeline_body(fusion, legs=len(query))
+        name = os_bodies.pipeline_name(pipeline)
+        self._call(
+            "create search pipeline",
+            lambda: self.client.transport.perform_request("PUT", f"/_search/pipeline/{name}", body=pipeline),
+        )
+        size = max(leg.size for leg in query)  # each sub-query's top `candidates` take part
+        body = os_bodies.hybrid_body([leg.clause or {} for leg in query], size=size)
+        body.update(track_total_hits=False, _source=list(bodies.PAYLOAD_FIELDS))
+        answer = self._call(
+            "hybrid search",
+            lambda: self.client.search(index=self.target.index, body=body, params={"search_pipeline": name}),
+        )
+        return dict(answer)

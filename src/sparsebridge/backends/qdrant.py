@@ -9,6 +9,7 @@ idempotent; the original id, the text and the metadata are kept in the payload.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,17 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, (ResponseHandlingException, ConnectionError, TimeoutError))
 
 
+def _older_than(version: int) -> Any:
+    """The update filter of a versioned write: points without a run number, or with an older one."""
+    models = _qdrant().models
+    return models.Filter(
+        should=[
+            models.FieldCondition(key="run", range=models.Range(lt=version)),
+            models.IsEmptyCondition(is_empty=models.PayloadField(key="run")),
+        ]
+    )
+
+
 class QdrantBackend:
     """Write and search SPLADE vectors in a Qdrant collection.
 
@@ -105,6 +117,7 @@ class QdrantBackend:
         self.batch_size = batch_size
         self.retry = retry or RetryPolicy()
         self._client = client
+        self._local_writes = threading.Lock()  # embedded Qdrant is not safe for concurrent writers
 
     @property
     def client(self) -> QdrantClient:
@@ -211,20 +224,43 @@ class QdrantBackend:
         return vectors
 
     def write(self, records: Sequence[Record]) -> WriteStats:
+        """Upsert records and wait until Qdrant applied them.
+
+        A record with a ``version`` (the run number) stores it in the payload field ``run`` and is
+        sent with an update filter (``run`` < version, or no ``run`` yet): a point already written
+        with the same or a newer version is left as it is. Qdrant does not say which points the
+        filter skipped, so ``WriteStats.stale`` stays 0 here. Concurrent calls are safe; on embedded
+        Qdrant they run one at a time.
+        """
         check_records(records)
         self._check_dense(records)
+        if self.target.path is not None:
+            with self._local_writes:
+                return self._write(records)
+        return self._write(records)
+
+    def _write(self, records: Sequence[Record]) -> WriteStats:
         models = _qdrant().models
         for start in range(0, len(records), self.batch_size):
             batch = records[start : start + self.batch_size]
-            points = [
-                models.PointStruct(
-                    id=point_id(r.document.id),
-                    vector=self._point_vectors(r),
-                    payload=stored_payload(r.document),
+            for version in dict.fromkeys(r.version for r in batch):
+                points = [
+                    models.PointStruct(
+                        id=point_id(r.document.id),
+                        vector=self._point_vectors(r),
+                        payload=stored_payload(r.document) | ({} if version is None else {"run": version}),
+                    )
+                    for r in batch
+                    if r.version == version
+                ]
+                self._call(
+                    "upsert",
+                    self.client.upsert,
+                    self.target.collection,
+                    points=points,
+                    wait=True,
+                    update_filter=None if version is None else _older_than(version),
                 )
-                for r in batch
-            ]
-            self._call("upsert", self.client.upsert, self.target.collection, points=points, wait=True)
         return WriteStats(written=len(records))
 
     def delete(self, document_ids: Sequence[str]) -> None:

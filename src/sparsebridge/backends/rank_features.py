@@ -163,8 +163,20 @@ def mapping_problems(mapping: Mapping[str, Any], *, field: str, field_type: Fiel
     return problems
 
 
-def bulk_index_lines(document: Document, vector: SparseVector, *, doc_key: str, field: str) -> str:
+def bulk_index_lines(
+    document: Document,
+    vector: SparseVector,
+    *,
+    doc_key: str,
+    field: str,
+    version: int | None = None,
+    dense: tuple[str, list[float]] | None = None,
+) -> str:
     """The two NDJSON lines (action, source) that upsert one document under ``_id`` ``doc_key``.
+
+    With ``version`` (the run number), the action uses external versioning: the engine refuses
+    (409) to overwrite a copy stored with the same or a higher version. ``dense`` is
+    ``(field name, embedding)`` for an index with a dense field.
 
     Raises:
         InputError: No weight of the vector can be sent (all below the smallest normal float32).
@@ -174,14 +186,18 @@ def bulk_index_lines(document: Document, vector: SparseVector, *, doc_key: str, 
         raise InputError(
             f"document {document.id!r} has no weight >= {MIN_NORMAL_FLOAT32} (the engines' smallest value)"
         )
-    source = {
+    source: dict[str, Any] = {
         "doc_id": document.id,
         "text": document.text,
         "metadata": dict(document.metadata),
         field: sparse,
     }
-    action = {"index": {"_id": doc_key}}
-    return _line(action) + _line(source)
+    if dense is not None:
+        source[dense[0]] = dense[1]
+    meta: dict[str, Any] = {"_id": doc_key}
+    if version is not None:
+        meta.update(version=version, version_type="external")
+    return _line({"index": meta}) + _line(source)
 
 
 def bulk_delete_line(doc_key: str) -> str:

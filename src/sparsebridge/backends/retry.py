@@ -32,6 +32,7 @@ class FailureKind(str, Enum):
     BLOCKED = "blocked"  # e.g. disk flood-stage block (answers 429): bounded retry, then name it
     PERMANENT = "permanent"  # per item (mapping/parsing): dead-letter, never retried
     FATAL = "fatal"  # configuration (auth, write block, missing index): fail fast
+    STALE = "stale"  # the engine holds the same or a newer version (409 under versioning): done, counted
 
 
 _TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
@@ -48,10 +49,14 @@ def classify_failure(status: int | None, error_type: str = "", reason: str = "")
         'blocked'
         >>> classify_failure(400, "mapper_parsing_exception").value
         'permanent'
+        >>> classify_failure(409, "version_conflict_engine_exception").value
+        'stale'
     """
     text = f"{error_type} {reason}".lower()
     if status is None:
         return FailureKind.TRANSIENT
+    if status == 409 and "version_conflict" in text:
+        return FailureKind.STALE
     if status == 429 and ("cluster_block_exception" in text or "/12/" in text or "flood" in text):
         return FailureKind.BLOCKED
     if status in _TRANSIENT_STATUS or status >= 500:

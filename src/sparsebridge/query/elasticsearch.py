@@ -19,6 +19,7 @@ from typing import Any
 from sparsebridge.query.fusion import Fusion, FusionMethod
 
 __all__ = [
+    "dense_vector_mapping",
     "knn_section",
     "linear_retriever_body",
     "match_clause",
@@ -34,6 +35,21 @@ def match_clause(text: str, *, field: str = "text", boost: float | None = None) 
     if boost is not None:
         body["boost"] = boost
     return {"match": {field: body}}
+
+
+def dense_vector_mapping(dimension: int) -> dict[str, Any]:
+    """The ``dense_vector`` field: indexed (HNSW), cosine similarity.
+
+    Elasticsearch's knn score for ``cosine`` is ``(1 + cos) / 2``; the adapter maps it back to the
+    cosine, so the dense leg scores like Qdrant's and the exact reference's.
+
+    Example:
+        >>> dense_vector_mapping(384)
+        {'type': 'dense_vector', 'dims': 384, 'index': True, 'similarity': 'cosine'}
+    """
+    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension <= 0:
+        raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
+    return {"type": "dense_vector", "dims": dimension, "index": True, "similarity": "cosine"}
 
 
 def knn_section(
@@ -131,13 +147,24 @@ def weighted_bool_knn_body(
     return body
 
 
-def msearch_body(index: str, legs: Sequence[Mapping[str, Any]], *, size: int) -> list[dict[str, Any]]:
-    """``_msearch`` lines: a header and a body per leg (a ``knn`` section or a query clause)."""
+def msearch_body(
+    index: str,
+    legs: Sequence[Mapping[str, Any]],
+    *,
+    size: int,
+    source: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``_msearch`` lines: a header and a body per leg (a ``knn`` section or a query clause).
+
+    With ``source``, each body asks only for those ``_source`` fields and no total hit count.
+    """
     lines: list[dict[str, Any]] = []
     for leg in legs:
         lines.append({"index": index})
-        body = (
+        body: dict[str, Any] = (
             {"size": size, "knn": dict(leg)} if "query_vector" in leg else {"size": size, "query": dict(leg)}
         )
+        if source is not None:
+            body.update(track_total_hits=False, _source=list(source))
         lines.append(body)
     return lines

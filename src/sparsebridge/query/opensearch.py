@@ -10,17 +10,39 @@
 
 Legs: sparse = a clause built by the ``rank_features`` adapter (``bool.should`` of linear
 ``rank_feature`` clauses), passed in as a dict; dense = :func:`knn_clause` (k-NN plugin
-``knn_vector`` field); BM25 = :func:`match_clause` on the ``text`` field.
+``knn_vector`` field, mapped by :func:`knn_vector_mapping`); BM25 = :func:`match_clause` on the
+``text`` field.
+
+The plugins are detected on the cluster (``GET _cat/plugins``): :data:`NEURAL_SEARCH_PLUGIN` for
+the native ``hybrid`` path, :data:`KNN_PLUGIN` for any dense leg.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sparsebridge.query.fusion import Fusion, FusionMethod
 
-__all__ = ["hybrid_body", "knn_clause", "match_clause", "msearch_body", "search_pipeline_body"]
+__all__ = [
+    "KNN_PLUGIN",
+    "KNN_SETTINGS",
+    "NEURAL_SEARCH_PLUGIN",
+    "has_search_pipeline",
+    "hybrid_body",
+    "knn_clause",
+    "knn_vector_mapping",
+    "match_clause",
+    "msearch_body",
+    "pipeline_name",
+    "search_pipeline_body",
+]
+
+KNN_PLUGIN = "opensearch-knn"  # the ``component`` name in ``GET _cat/plugins``
+NEURAL_SEARCH_PLUGIN = "opensearch-neural-search"
+KNN_SETTINGS: dict[str, Any] = {"knn": True}  # index settings a knn_vector field needs
 
 _NORMALIZATION = {FusionMethod.MINMAX: "min_max", FusionMethod.ZSCORE: "z_score"}
 
@@ -35,11 +57,43 @@ def knn_clause(vector: Sequence[float], *, k: int, field: str = "dense") -> dict
     return {"knn": {field: {"vector": [float(x) for x in vector], "k": k}}}
 
 
+def knn_vector_mapping(dimension: int) -> dict[str, Any]:
+    """The ``knn_vector`` field (k-NN plugin): HNSW on the Lucene engine, cosine similarity.
+
+    The Lucene engine's score for ``cosinesimil`` is ``(1 + cos) / 2``; the adapter maps it back to
+    the cosine, so the dense leg scores like Qdrant's and the exact reference's.
+
+    Example:
+        >>> knn_vector_mapping(384)["method"]
+        {'name': 'hnsw', 'space_type': 'cosinesimil', 'engine': 'lucene'}
+    """
+    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension <= 0:
+        raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
+    method = {"name": "hnsw", "space_type": "cosinesimil", "engine": "lucene"}
+    return {"type": "knn_vector", "dimension": dimension, "method": method}
+
+
 def hybrid_body(legs: Sequence[Mapping[str, Any]], *, size: int) -> dict[str, Any]:
     """A ``hybrid`` query over ``legs`` (at most 5 sub-queries in OpenSearch), top ``size`` hits."""
     if not 2 <= len(legs) <= 5:
         raise ValueError(f"an OpenSearch hybrid query takes 2 to 5 legs, got {len(legs)}")
     return {"size": size, "query": {"hybrid": {"queries": [dict(leg) for leg in legs]}}}
+
+
+def has_search_pipeline(fusion: Fusion) -> bool:
+    """Whether :func:`search_pipeline_body` can express ``fusion`` (unweighted RRF, min-max, z-score)."""
+    if fusion.method is FusionMethod.RRF:
+        return not fusion.weighted
+    return fusion.method in _NORMALIZATION
+
+
+def pipeline_name(body: Mapping[str, Any]) -> str:
+    """A stable name for a search pipeline body: ``sparsebridge-`` + a digest of its JSON.
+
+    The same fusion always maps to the same pipeline, so creating it again is a harmless overwrite.
+    """
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    return f"sparsebridge-{digest}"
 
 
 def search_pipeline_body(fusion: Fusion, *, legs: int) -> dict[str, Any]:
@@ -71,10 +125,22 @@ def search_pipeline_body(fusion: Fusion, *, legs: int) -> dict[str, Any]:
     raise ValueError(f"{fusion.method.value} has no OpenSearch search pipeline; fuse the legs client-side")
 
 
-def msearch_body(index: str, legs: Sequence[Mapping[str, Any]], *, size: int) -> list[dict[str, Any]]:
-    """``_msearch`` lines: a header and a body per leg, every leg in one round trip."""
+def msearch_body(
+    index: str,
+    legs: Sequence[Mapping[str, Any]],
+    *,
+    size: int,
+    source: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``_msearch`` lines: a header and a body per leg, every leg in one round trip.
+
+    With ``source``, each body asks only for those ``_source`` fields and no total hit count.
+    """
     lines: list[dict[str, Any]] = []
     for leg in legs:
         lines.append({"index": index})
-        lines.append({"size": size, "query": dict(leg)})
+        body: dict[str, Any] = {"size": size, "query": dict(leg)}
+        if source is not None:
+            body.update(track_total_hits=False, _source=list(source))
+        lines.append(body)
     return lines

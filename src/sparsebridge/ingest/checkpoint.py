@@ -1,0 +1,130 @@
+"""The run directory of an ingest: its checkpoint and its dead-letter file.
+
+``RUN_DIR/checkpoint.json`` says how far a run got: ``position`` is the number of input items
+(in input order, bad rows included) that are done, meaning every one of them was either
+acknowledged by the engine, refused as stale (a newer version is there), or written to the
+dead-letter file. It is written (atomically: temporary file, fsync, rename) only after that was
+true, so a resumed run that skips ``position`` items loses nothing. Items after ``position`` may
+already be in the engine too; rewriting them is idempotent (the same ids, the same run number).
+
+``RUN_DIR/dead_letter.jsonl`` holds one JSON object per item that will never be written:
+``{"position", "id", "status", "type", "reason"}`` (``status`` is the engine's HTTP status, or
+null for bad input). ``dead_letter_bytes`` in the checkpoint is its length at that point: a resume
+truncates it there, so no record appears twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import IO, Any
+
+from sparsebridge.errors import InputError
+
+__all__ = ["CHECKPOINT_NAME", "DEAD_LETTER_NAME", "Checkpoint", "DeadLetter", "DeadLetterFile"]
+
+CHECKPOINT_NAME = "checkpoint.json"
+DEAD_LETTER_NAME = "dead_letter.jsonl"
+
+
+@dataclass
+class Checkpoint:
+    """How far a run got (see the module docstring); ``done`` once the whole input was handled."""
+
+    run_number: int
+    position: int = 0
+    written: int = 0
+    stale: int = 0
+    dead_lettered: int = 0
+    truncated: int = 0
+    dead_letter_bytes: int = 0
+    source: str = ""
+    target: str = ""
+    done: bool = False
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Checkpoint | None:
+        """The checkpoint in ``run_dir``, or None if there is none."""
+        path = run_dir / CHECKPOINT_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise InputError(f"unreadable checkpoint: {e}", source=str(path)) from None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, run_dir: Path) -> None:
+        """Write atomically: a crash leaves the previous checkpoint or this one, never half of one."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / CHECKPOINT_NAME
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            json.dump(asdict(self), out, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(path)
+        _fsync_dir(run_dir)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One item that will not be written: where it was, its id, and why."""
+
+    position: int
+    id: str | None
+    status: int | None
+    type: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as written to the dead-letter file."""
+        return asdict(self)
+
+
+class DeadLetterFile:
+    """Append-only JSON Lines of :class:`DeadLetter` records, fsynced before each checkpoint."""
+
+    def __init__(self, path: Path, *, truncate_at: int | None = None) -> None:
+        """Open ``path`` for appending; ``truncate_at`` cuts it first (a resume), else it starts empty."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        if truncate_at is None:
+            self._handle: IO[str] = path.open("w", encoding="utf-8")
+        else:
+            with path.open("a", encoding="utf-8"):
+                pass
+            os.truncate(path, truncate_at)
+            self._handle = path.open("a", encoding="utf-8")
+
+    def write(self, letter: DeadLetter) -> None:
+        """Append one record (buffered until :meth:`sync`)."""
+        self._handle.write(json.dumps(letter.to_json(), ensure_ascii=False) + "\n")
+
+    def sync(self) -> int:
+        """Flush and fsync; returns the file's length in bytes."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        return self._handle.tell()
+
+    def close(self) -> None:
+        """Flush and close."""
+        if not self._handle.closed:
+            self.sync()
+            self._handle.close()

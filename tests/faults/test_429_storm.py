@@ -1,0 +1,66 @@
+"""A 429 storm through the whole pipeline: a node with a one-slot write queue, four concurrent writers.
+
+Every item the node rejects with 429 is re-sent (only those items); the run ends with every
+document stored once, with its clean vector.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from checker import check, read_opensearch
+from faultkit import NODE_PORT, SCRIPT, make_documents
+
+from sparsebridge.backends import ClusterTarget, OpenSearchBackend, Refresh, RetryPolicy
+from sparsebridge.ingest import ingest
+
+
+@pytest.fixture(scope="module")
+def storm_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = NODE_PORT + 1
+    env = {
+        **os.environ,
+        "OPENSEARCH_PORT": str(port),
+        "OPENSEARCH_TRANSPORT_PORT": str(port + 100),
+        "OPENSEARCH_HOME_RUN": str(tmp_path_factory.mktemp("opensearch-storm")),
+        "OPENSEARCH_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1",
+        "OPENSEARCH_JAVA_OPTS": "-Xms384m -Xmx384m",
+    }
+    started = subprocess.run([SCRIPT, "start"], env=env, capture_output=True, text=True, timeout=240)
+    if started.returncode != 0:
+        message = f"could not start the 429 node: {started.stderr[-2000:]}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_429_storm_loses_and_duplicates_nothing(storm_node: str, encoder: Any, tmp_path: Path) -> None:
+    name = f"fault-storm-{uuid.uuid4().hex[:8]}"
+    backend = OpenSearchBackend(
+        ClusterTarget(name, url=storm_node),
+        replicas=0,
+        shards=3,  # one bulk fans out to several shard requests on the one-slot queue
+        refresh=Refresh.NONE,
+        chunk_items=8,
+        retry=RetryPolicy(max_attempts=80, initial_wait=0.05, max_wait=1.0, max_total_seconds=120),
+    )
+    documents = make_documents(1200, seed=31, prefix="storm")
+    stats = ingest(documents, encoder=encoder, backend=backend, batch_size=32, writers=4, run_dir=tmp_path)
+    ids = [d.id for d in documents]
+    clean = dict(zip(ids, encoder.encode_documents([d.text for d in documents]), strict=True))
+    verdict = check(read_opensearch(storm_node, name), sent=ids, acknowledged=ids, expected=clean)
+    print(f"\n429 storm: {verdict}; retries {stats.retries}, stale {stats.stale}, {stats.elapsed_s:.1f}s")
+    assert stats.retries > 0, "the node never answered 429: the fault was not produced"
+    assert verdict.clean and verdict.present == len(ids), verdict
+    assert stats.written + stats.stale == len(ids) and stats.dead_lettered == 0
+    backend.close()

@@ -1,0 +1,132 @@
+"""The ingest process killed mid-run (SIGKILL), or stopped (SIGTERM), then resumed: no loss, no duplicates.
+
+The CLI runs in a child process. It is killed once its checkpoint covers a quarter of the input,
+then ``ingest --resume`` finishes the run; the checker reads back every id.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from checker import check, read_opensearch, read_qdrant
+from faultkit import Corpus, cli, wait_for_position
+
+BATCH = "32"
+
+
+def _target(kind: str, tmp_path: Path, opensearch_url: str | None) -> tuple[str, str]:
+    name = f"fault-kill-{uuid.uuid4().hex[:8]}"
+    if kind == "opensearch":
+        assert opensearch_url is not None
+        return f"opensearch://{opensearch_url.removeprefix('http://')}/{name}", name
+    return f"qdrant+local://{tmp_path}/qdrant/{name}", name
+
+
+def _read(
+    kind: str, tmp_path: Path, opensearch_url: str | None, name: str
+) -> dict[str, list[dict[int, float]]]:
+    if kind == "opensearch":
+        assert opensearch_url is not None
+        return read_opensearch(opensearch_url, name)
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(tmp_path / "qdrant"))  # reopens the storage the killed run left
+    try:
+        return read_qdrant(client, name)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["opensearch", "qdrant-local"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def url_for(kind: str, request: pytest.FixtureRequest) -> str | None:
+    return str(request.getfixturevalue("opensearch_url")) if kind == "opensearch" else None
+
+
+def test_sigkill_mid_run_then_resume(
+    kind: str, url_for: str | None, corpus_2k: Corpus, tmp_path: Path
+) -> None:
+    uri, name = _target(kind, tmp_path, url_for)
+    run_dir = tmp_path / "run"
+    args = ["ingest", "--model", "splade-tiny", "--input", str(corpus_2k.path), "--to", uri, "--no-progress"]
+    args += ["--batch-size", BATCH, "--run-dir", str(run_dir)]
+    process = cli(*args, cwd=tmp_path)
+    total = len(corpus_2k.documents)
+    killed_at = wait_for_position(run_dir, total // 4, process, timeout=120)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    assert killed_at <= checkpoint["position"] < total and not checkpoint["done"], "not killed mid-run"
+
+    # what the checkpoint says was acknowledged is there before the resume
+    before = _read(kind, tmp_path, url_for, name)
+    acknowledged = corpus_2k.ids[: checkpoint["position"]]
+    verdict = check(before, sent=corpus_2k.ids, acknowledged=acknowledged, expected=corpus_2k.clean)
+    assert verdict.clean, verdict
+
+    resumed = cli(*args, "--resume", "--stats-json", str(tmp_path / "stats.json"), cwd=tmp_path)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["skipped"] == checkpoint["position"]
+    assert stats["run_number"] == checkpoint["run_number"]
+    assert stats["written"] + stats["stale"] == total - checkpoint["position"]
+
+    verdict = check(
+        _read(kind, tmp_path, url_for, name),
+        sent=corpus_2k.ids,
+        acknowledged=corpus_2k.ids,
+        expected=corpus_2k.clean,
+    )
+    print(
+        f"\n{kind}: killed at checkpoint {checkpoint['position']}/{total}; after resume: {verdict}; {stats}"
+    )
+    assert verdict.clean and verdict.present == total, verdict
+    assert (run_dir / "dead_letter.jsonl").read_text() == ""
+
+
+def test_sigterm_flushes_in_flight_batches_and_writes_the_checkpoint(
+    opensearch_url: str, corpus_2k: Corpus, tmp_path: Path
+) -> None:
+    uri, name = _target("opensearch", tmp_path, opensearch_url)
+    run_dir = tmp_path / "run"
+    args = ["ingest", "--model", "splade-tiny", "--input", str(corpus_2k.path), "--to", uri, "--no-progress"]
+    args += ["--batch-size", BATCH, "--run-dir", str(run_dir)]
+    process = cli(*args, cwd=tmp_path)
+    wait_for_position(run_dir, 200, process, timeout=120)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-3000:]
+    assert "continue with --resume" in err
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    total = len(corpus_2k.documents)
+    assert 200 <= checkpoint["position"] < total
+    stored = read_opensearch(opensearch_url, name)
+    # flushed: everything read before the signal was written, and the checkpoint covers exactly that
+    assert len(stored) == checkpoint["position"]
+    verdict = check(
+        stored,
+        sent=corpus_2k.ids,
+        acknowledged=corpus_2k.ids[: checkpoint["position"]],
+        expected=corpus_2k.clean,
+    )
+    assert verdict.clean, verdict
+    resumed = cli(*args, "--resume", cwd=tmp_path)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    verdict = check(
+        read_opensearch(opensearch_url, name),
+        sent=corpus_2k.ids,
+        acknowledged=corpus_2k.ids,
+        expected=corpus_2k.clean,
+    )
+    assert verdict.clean and verdict.present == total, verdict

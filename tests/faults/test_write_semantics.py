@@ -1,0 +1,176 @@
+"""Run numbers, poison documents and write blocks, against the real engines.
+
+- A stale replay of an older run never overwrites newer vectors (external versioning on
+  OpenSearch, Qdrant's update filter, the same rule in the in-memory reference).
+- Poison documents (refused per item by the engine) go to the dead letters, each sent once and
+  never retried; every good document of the same batches is written.
+- An index write block fails the run at once and names the block.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from checker import check, read_opensearch, read_qdrant
+from faultkit import make_documents
+
+from sparsebridge.backends import (
+    ClusterTarget,
+    MemoryBackend,
+    OpenSearchBackend,
+    QdrantBackend,
+    QdrantTarget,
+    RetryPolicy,
+)
+from sparsebridge.backends.base import Backend, point_id
+from sparsebridge.errors import BackendError, BackendUnavailableError
+from sparsebridge.ingest import ingest
+from sparsebridge.types import Document
+
+Reader = Callable[[], dict[str, list[dict[int, float]]]]
+
+
+@pytest.fixture(params=["opensearch", "qdrant-local", "memory"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Backend, Reader]]:
+    name = f"fault-ver-{uuid.uuid4().hex[:8]}"
+    backend: Any
+    if request.param == "opensearch":
+        url = request.getfixturevalue("opensearch_url")
+        backend = OpenSearchBackend(ClusterTarget(name, url=url), replicas=0)
+        yield backend, lambda: read_opensearch(url, name)
+        backend.client.indices.delete(index=name)
+    elif request.param == "qdrant-local":
+        backend = QdrantBackend(QdrantTarget(name, path=str(tmp_path / "q")))
+        yield backend, lambda: read_qdrant(backend.client, name)
+    else:
+        backend = MemoryBackend()
+        yield backend, lambda: {i: [v.as_dict()] for i, (v, _) in backend._rows.items()}
+    backend.close()
+
+
+def test_a_stale_replay_of_an_older_run_never_overwrites_newer_vectors(
+    target: tuple[Backend, Reader], encoder: Any
+) -> None:
+    backend, read = target
+    old = make_documents(300, seed=1, prefix="d")
+    new = make_documents(300, seed=2, prefix="d")  # the same ids, other texts
+    ids = [d.id for d in new]
+    clean_old = dict(zip(ids, encoder.encode_documents([d.text for d in old]), strict=True))
+    clean_new = dict(zip(ids, encoder.encode_documents([d.text for d in new]), strict=True))
+
+    ingest(new, encoder=encoder, backend=backend, batch_size=64, run_number=2)
+    replay = ingest(old, encoder=encoder, backend=backend, batch_size=64, run_number=1)
+    if backend.name != "qdrant":  # Qdrant does not say which points its update filter skipped
+        assert (replay.written, replay.stale) == (0, 300)
+    verdict = check(read(), sent=ids, acknowledged=ids, expected=clean_new)
+    assert verdict.clean and verdict.present == 300, verdict
+
+    same = ingest(new, encoder=encoder, backend=backend, batch_size=64, run_number=2)  # a rerun of run 2
+    if backend.name != "qdrant":
+        assert same.stale == 300
+    newer = ingest(old, encoder=encoder, backend=backend, batch_size=64, run_number=3)
+    assert newer.written == 300 and newer.stale == 0
+    verdict = check(read(), sent=ids, acknowledged=ids, expected=clean_old)
+    assert verdict.clean and verdict.present == 300, verdict
+
+
+def test_poison_documents_alone_reach_the_dead_letters_and_are_never_retried(
+    opensearch_url: str, encoder: Any, tmp_path: Path
+) -> None:
+    name = f"fault-poison-{uuid.uuid4().hex[:8]}"
+    backend = OpenSearchBackend(ClusterTarget(name, url=opensearch_url), replicas=0)
+    sent: Counter[str] = Counter()
+    send = backend._send_bulk
+
+    def spy(body: str) -> Any:  # the transport boundary: count what each request carries
+        for line in body.splitlines()[::2]:
+            sent[json.loads(line)["index"]["_id"]] += 1
+        return send(body)
+
+    backend._send_bulk = spy  # type: ignore[method-assign]
+    good = make_documents(400, seed=3)
+    # a keyword term longer than 32766 bytes: OpenSearch refuses the item ("immense term"), 400
+    poison = [Document("p" * 33000 + str(i), "river flood poison") for i in range(5)]
+    documents = good[:50] + poison[:2] + good[50:200] + poison[2:] + good[200:]
+    run_dir = tmp_path / "run"
+    stats = ingest(
+        documents,
+        encoder=encoder,
+        backend=backend,
+        batch_size=64,
+        run_dir=run_dir,
+        max_dead_letter_fraction=0.05,
+    )
+    letters = [json.loads(line) for line in (run_dir / "dead_letter.jsonl").read_text().splitlines()]
+    assert sorted(d["id"] for d in letters) == sorted(d.id for d in poison)
+    assert {(d["status"], d["type"]) for d in letters} == {(400, "illegal_argument_exception")}
+    assert all("immense term" in d["reason"] for d in letters)
+    assert [sent[point_id(d.id)] for d in poison] == [1] * 5  # never retried
+    assert stats.written == 400 and stats.dead_lettered == 5
+    ids = [d.id for d in good]
+    clean = dict(zip(ids, encoder.encode_documents([d.text for d in good]), strict=True))
+    verdict = check(read_opensearch(opensearch_url, name), sent=ids, acknowledged=ids, expected=clean)
+    assert verdict.clean and verdict.present == 400, verdict
+    backend.client.indices.delete(index=name)
+    backend.close()
+
+
+def test_an_index_write_block_fails_fast_and_names_the_block(
+    opensearch_url: str, encoder: Any, tmp_path: Path
+) -> None:
+    name = f"fault-block-{uuid.uuid4().hex[:8]}"
+    backend = OpenSearchBackend(ClusterTarget(name, url=opensearch_url), replicas=0)
+    first = make_documents(100, seed=4)
+    ingest(first, encoder=encoder, backend=backend, batch_size=50)
+    _put(opensearch_url, f"/{name}/_settings", {"index.blocks.write": True})
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    with pytest.raises(BackendError, match=r"FORBIDDEN/8/index write") as info:
+        ingest(make_documents(300, seed=5, prefix="late"), encoder=encoder, backend=backend, run_dir=run_dir)
+    elapsed = time.monotonic() - started
+    assert info.value.status == 403 and "cluster_block_exception" in str(info.value)
+    assert elapsed < 15, f"took {elapsed:.1f}s: not a fail-fast"
+    assert json.loads((run_dir / "checkpoint.json").read_text())["position"] == 0
+    _put(opensearch_url, f"/{name}/_settings", {"index.blocks.write": False})
+    ids = [d.id for d in first]
+    clean = dict(zip(ids, encoder.encode_documents([d.text for d in first]), strict=True))
+    verdict = check(read_opensearch(opensearch_url, name), sent=ids, acknowledged=ids, expected=clean)
+    assert verdict.clean and verdict.present == 100, verdict
+    backend.client.indices.delete(index=name)
+    backend.close()
+
+
+def _put(url: str, path: str, body: Any) -> None:
+    request = urllib.request.Request(
+        url + path, data=json.dumps(body).encode(), method="PUT", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+def test_a_flood_stage_block_is_retried_within_the_budget_then_named(
+    opensearch_url: str, encoder: Any, tmp_path: Path
+) -> None:
+    name = f"fault-flood-{uuid.uuid4().hex[:8]}"
+    policy = RetryPolicy(max_attempts=50, initial_wait=0.2, max_wait=1.0, max_total_seconds=4)
+    backend = OpenSearchBackend(ClusterTarget(name, url=opensearch_url), replicas=0, retry=policy)
+    backend.ensure_schema()
+    # what the disk flood-stage watermark sets: answers 429 TOO_MANY_REQUESTS/12, not cleared by waiting
+    _put(opensearch_url, f"/{name}/_settings", {"index.blocks.read_only_allow_delete": True})
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match=r"still blocked after \d+ attempts") as info:
+        ingest(make_documents(64, seed=6, prefix="flood"), encoder=encoder, backend=backend, run_dir=tmp_path)
+    elapsed = time.monotonic() - started
+    assert "TOO_MANY_REQUESTS/12" in str(info.value) and info.value.status == 429
+    assert 3 < elapsed < 20, f"{elapsed:.1f}s: not a bounded retry"
+    _put(opensearch_url, f"/{name}/_settings", {"index.blocks.read_only_allow_delete": None})
+    backend.client.indices.delete(index=name)
+    backend.close()

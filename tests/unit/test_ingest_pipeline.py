@@ -1,0 +1,200 @@
+"""The ingest pipeline, sources, checkpoint and versioned writes, with no network (in-memory backend).
+
+The encoder is the real splade-tiny on CPU; the one stand-in is a backend wrapper that fails
+after a number of writes (the sink boundary), to test resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sparsebridge.backends import MemoryBackend, Record
+from sparsebridge.backends.base import WriteStats
+from sparsebridge.backends.bulk import BulkItem, ItemResult, bulk_write
+from sparsebridge.backends.rank_features import bulk_index_lines
+from sparsebridge.backends.retry import FailureKind, RetryPolicy, classify_failure
+from sparsebridge.errors import BackendError, InputError, MissingExtraError
+from sparsebridge.ingest import (
+    BadInput,
+    Checkpoint,
+    CsvSource,
+    DeadLetterLimitError,
+    DictSource,
+    JsonlSource,
+    ParquetSource,
+    ingest,
+    open_source,
+)
+from sparsebridge.ingest.checkpoint import DeadLetter, DeadLetterFile
+from sparsebridge.types import Document, SparseVector
+
+
+def _docs(n: int, prefix: str = "d") -> list[Document]:
+    words = "river planet protein compiler bread moon flood orbit".split()
+    return [Document(f"{prefix}{i}", f"{words[i % 8]} {words[(i * 3) % 8]} number {i}") for i in range(n)]
+
+
+class FailingAfter:
+    """Wraps a backend; the write after ``n`` successful ones fails like an unreachable engine."""
+
+    def __init__(self, inner: MemoryBackend, n: int) -> None:
+        self.inner, self.left, self.name = inner, n, "memory"
+
+    def ensure_schema(self) -> None:
+        self.inner.ensure_schema()
+
+    def write(self, records: Sequence[Record]) -> WriteStats:
+        if self.left == 0:
+            raise BackendError("engine gone", backend="memory")
+        self.left -= 1
+        return self.inner.write(records)
+
+    def close(self) -> None:
+        pass
+
+
+def test_dict_rows_and_documents_are_accepted_and_bad_rows_dead_lettered(encoder: Any) -> None:
+    rows: list[Any] = [
+        {"id": 1, "text": "river flood", "lang": "en"},
+        {"id": 2, "text": "planet", "score": math.nan},  # not strict JSON
+        {"id": 3, "text": "   "},
+        "not a dict",
+        Document("4", "bread oven"),
+        {"id": 1, "text": "again"},
+    ]
+    backend = MemoryBackend()
+    stats = ingest(rows, encoder=encoder, backend=backend, batch_size=2, max_dead_letter_fraction=1.0)
+    assert stats.written == 2 and backend.count() == 2
+    assert [(d.position, d.id, d.type) for d in stats.dead_letters] == [
+        (1, "2", "bad_metadata"),
+        (2, "3", "empty_text"),
+        (3, None, "not_object"),
+        (5, "1", "duplicate_id"),
+    ]
+    assert stats.position == 6 and stats.in_flight == 0
+
+
+def test_resume_after_a_failed_run_writes_every_document_once(encoder: Any, tmp_path: Path) -> None:
+    documents = _docs(100)
+    memory = MemoryBackend()
+    run_dir = tmp_path / "run"
+    with pytest.raises(BackendError, match="engine gone"):
+        ingest(
+            documents,
+            encoder=encoder,
+            backend=FailingAfter(memory, 3),
+            batch_size=10,
+            run_dir=run_dir,
+            writers=1,
+        )
+    checkpoint = Checkpoint.load(run_dir)
+    assert checkpoint is not None and checkpoint.position == 30 and not checkpoint.done
+    assert memory.count() == 30
+    stats = ingest(documents, encoder=encoder, backend=memory, batch_size=10, run_dir=run_dir, resume=True)
+    assert (stats.skipped, stats.written, stats.run_number) == (30, 70, checkpoint.run_number)
+    assert memory.count() == 100
+    done = Checkpoint.load(run_dir)
+    assert done is not None and done.done and done.position == 100 and done.written == 100
+    again = ingest(documents, encoder=encoder, backend=memory, batch_size=10, run_dir=run_dir, resume=True)
+    assert again.written == 0  # a finished run has nothing left to do
+
+
+def test_resume_refuses_another_input_or_a_missing_checkpoint(encoder: Any, tmp_path: Path) -> None:
+    a = tmp_path / "a.jsonl"
+    b = tmp_path / "b.jsonl"
+    for path in (a, b):
+        path.write_text(json.dumps({"id": "x", "text": "river"}) + "\n")
+    memory = MemoryBackend()
+    with pytest.raises(InputError, match="no checkpoint"):
+        ingest(JsonlSource(a), encoder=encoder, backend=memory, run_dir=tmp_path / "r", resume=True)
+    ingest(JsonlSource(a), encoder=encoder, backend=memory, run_dir=tmp_path / "r")
+    with pytest.raises(InputError, match="was for input"):
+        ingest(JsonlSource(b), encoder=encoder, backend=memory, run_dir=tmp_path / "r", resume=True)
+
+
+def test_a_new_run_in_the_same_dir_gets_a_higher_run_number(encoder: Any, tmp_path: Path) -> None:
+    memory = MemoryBackend()
+    first = ingest(_docs(5), encoder=encoder, backend=memory, run_dir=tmp_path, run_number=10**15)
+    second = ingest(_docs(5), encoder=encoder, backend=memory, run_dir=tmp_path)
+    assert first.run_number == 10**15 and second.run_number == 10**15 + 1
+    assert second.written == 5
+
+
+def test_the_dead_letter_limit_stops_the_run(encoder: Any) -> None:
+    rows = [{"id": i, "text": "river" if i % 10 else ""} for i in range(1200)]
+    with pytest.raises(DeadLetterLimitError, match=r"empty text: \d+"):
+        ingest(rows, encoder=encoder, backend=MemoryBackend(), batch_size=100, max_dead_letter_fraction=0.05)
+
+
+def test_dead_letter_file_is_truncated_to_the_checkpoint_on_resume(tmp_path: Path) -> None:
+    path = tmp_path / "dl.jsonl"
+    letters = DeadLetterFile(path)
+    letters.write(DeadLetter(0, "a", None, "empty_text", "x"))
+    kept = letters.sync()
+    letters.write(DeadLetter(5, "b", None, "empty_text", "y"))
+    letters.close()
+    DeadLetterFile(path, truncate_at=kept).close()
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a"]
+
+
+def test_csv_dict_and_parquet_sources(tmp_path: Path) -> None:
+    csv_path = tmp_path / "docs.csv"
+    csv_path.write_text('id,text,lang\n1,"river, flood",en\n2,,fr\n3,a,b,extra\n', encoding="utf-8")
+    items = list(open_source(csv_path).items())
+    assert (
+        isinstance(items[0], Document)
+        and items[0].text == "river, flood"
+        and items[0].metadata == {"lang": "en"}
+    )
+    assert isinstance(items[1], BadInput) and items[1].type == "empty_text" and items[1].line == 3
+    assert isinstance(items[2], BadInput) and items[2].type == "malformed"
+    assert isinstance(open_source(tmp_path / "x.parquet"), ParquetSource)
+    assert isinstance(open_source(tmp_path / "x.jsonl"), JsonlSource)
+    assert [d.id for d in DictSource([{"id": 7, "text": "t"}])] == ["7"]
+    with pytest.raises(InputError, match="not a string/integer"):
+        list(CsvSource(csv_path, id_field="nope"))
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        with pytest.raises(MissingExtraError, match="pip install pyarrow"):
+            list(ParquetSource(tmp_path / "x.parquet").items())
+        return
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["river", ""]}), tmp_path / "x.parquet")
+    kinds = [type(i).__name__ for i in ParquetSource(tmp_path / "x.parquet").items()]
+    assert kinds == ["Document", "BadInput"]
+
+
+def test_versioned_bulk_lines_and_stale_409s() -> None:
+    vector = SparseVector.from_dict({5: 0.5})
+    lines = bulk_index_lines(Document("a", "t"), vector, doc_key="k", field="splade", version=7)
+    assert json.loads(lines.splitlines()[0]) == {
+        "index": {"_id": "k", "version": 7, "version_type": "external"}
+    }
+    assert classify_failure(409, "version_conflict_engine_exception") is FailureKind.STALE
+    conflict = ItemResult(409, "version_conflict_engine_exception", "current version [9] is higher")
+    answers = iter([[ItemResult(201), conflict]])
+    stats = bulk_write(
+        [BulkItem("a", lines), BulkItem("b", lines)],
+        send=lambda body: next(answers),
+        backend="test",
+        policy=RetryPolicy(),
+    )
+    assert (stats.written, stats.stale, stats.retries) == (1, 1, 0)
+
+
+def test_memory_backend_honours_run_numbers() -> None:
+    memory = MemoryBackend()
+    new, old = SparseVector.from_dict({1: 2.0}), SparseVector.from_dict({1: 1.0})
+    memory.write([Record(Document("a", "t"), new, version=2)])
+    stats = memory.write([Record(Document("a", "t"), old, version=1)])
+    assert (stats.written, stats.stale) == (0, 1)
+    assert memory._rows["a"][0] == new
+    with pytest.raises(ValueError, match="positive integer"):
+        Record(Document("a", "t"), new, version=0)
