@@ -266,7 +266,7 @@ def test_no_dense_leg_without_the_knn_plugin_and_it_says_so(opensearch_url: str)
             plain.search_hybrid_batch([query], Fusion(), k=3)
         plain.ensure_schema()
         record = Record(Document("a", "t"), SparseVector.from_dict({3: 1.0}), [1.0, 0.0, 0.0, 0.0])  # type: ignore[arg-type]
-        with pytest.raises(InputError, match="no dense field"):
+        with pytest.raises(InputError, match="field does not exist"):
             plain.write([record])  # refused, never silently dropped
         assert plain.count() == 0
     finally:

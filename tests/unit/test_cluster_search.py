@@ -218,7 +218,7 @@ def test_dense_leg_bodies_and_cosine_scores() -> None:
 def test_dense_records_are_written_or_refused_never_dropped() -> None:
     record = Record(Document("a", "text"), SPARSE, np.array([1.0, 2.0], dtype=np.float32))
     plain = OpenSearchBackend(ClusterTarget("docs", url="http://localhost:9200"))
-    with pytest.raises(InputError, match="no dense field"):
+    with pytest.raises(InputError, match="field does not exist"):
         plain.write([record])
     wrong = OpenSearchBackend(ClusterTarget("docs", url="http://localhost:9200"), dense_size=3)
     with pytest.raises(InputError, match="2-d dense vector"):

@@ -192,6 +192,6 @@ def test_record_dense_is_validated_and_checked_before_any_network_call(tmp_path:
     with pytest.raises(InputError, match="2-d dense vector; the collection's 'dense' vector is 3-d"):
         backend.write([record])
     plain = QdrantBackend(QdrantTarget("docs", path=str(tmp_path)))
-    with pytest.raises(InputError, match="no dense slot"):
+    with pytest.raises(InputError, match="has a dense vector but the collection"):
         plain.write([record])
     assert backend._client is None and plain._client is None  # refused before a client existed

@@ -21,8 +21,8 @@ from sparsebridge.backends import rank_features as bodies
 from sparsebridge.backends.base import Record, WriteStats, point_id
 from sparsebridge.backends.bulk import BulkItem, ItemResult, RequestFailure, bulk_write
 from sparsebridge.backends.retry import FailureKind, RetryPolicy, call_with_retry, classify_failure
-from sparsebridge.backends.validation import check_k, check_query, check_records
-from sparsebridge.errors import BackendError, InputError, SchemaMismatchError
+from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
+from sparsebridge.errors import BackendError, SchemaMismatchError
 from sparsebridge.types import SearchHit, SparseVector
 
 if TYPE_CHECKING:
@@ -325,7 +325,7 @@ class ClusterBackend:
         same or a newer version) counts in ``WriteStats.stale``, not as an error.
         """
         check_records(records)
-        self._check_dense(records)
+        check_dense_slots(records, size=self.dense_size, slot=f"the index's {self.dense_field!r} field")
         items = [
             BulkItem(
                 r.document.id,
@@ -351,22 +351,6 @@ class ClusterBackend:
             stats.stale,
         )
         return stats
-
-    def _check_dense(self, records: Sequence[Record]) -> None:
-        """Refuse, before any request, a dense vector the index has no slot for (never drop it)."""
-        for record in records:
-            if record.dense is None:
-                continue
-            if self.dense_size is None:
-                raise InputError(
-                    f"document {record.document.id!r} has a dense vector but this index has no dense "
-                    "field: open the backend with dense_size=<dimension>"
-                )
-            if record.dense.shape[0] != self.dense_size:
-                raise InputError(
-                    f"document {record.document.id!r} has a {record.dense.shape[0]}-d dense vector; the "
-                    f"index's {self.dense_field!r} field is {self.dense_size}-d"
-                )
 
     def delete(self, document_ids: Sequence[str]) -> None:
         """Delete by document id; ids that are not there are ignored."""

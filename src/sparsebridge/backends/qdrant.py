@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry
-from sparsebridge.backends.validation import check_k, check_query, check_records
-from sparsebridge.errors import BackendError, InputError, MissingExtraError, SchemaMismatchError
+from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
+from sparsebridge.errors import BackendError, MissingExtraError, SchemaMismatchError
 from sparsebridge.types import SearchHit, SparseVector
 
 if TYPE_CHECKING:
@@ -197,21 +197,6 @@ class QdrantBackend:
                 )
         return problems
 
-    def _check_dense(self, records: Sequence[Record]) -> None:
-        for record in records:
-            if record.dense is None:
-                continue
-            if self.dense_size is None:
-                raise InputError(
-                    f"document {record.document.id!r} has a dense vector but this collection has no dense "
-                    "slot: open the backend with dense_size=<dimension>"
-                )
-            if record.dense.shape[0] != self.dense_size:
-                raise InputError(
-                    f"document {record.document.id!r} has a {record.dense.shape[0]}-d dense vector; "
-                    f"the collection's {self.dense_name!r} vector is {self.dense_size}-d"
-                )
-
     def _point_vectors(self, record: Record) -> dict[str, Any]:
         models = _qdrant().models
         vectors: dict[str, Any] = {
@@ -233,7 +218,7 @@ class QdrantBackend:
         Qdrant they run one at a time.
         """
         check_records(records)
-        self._check_dense(records)
+        check_dense_slots(records, size=self.dense_size, slot=f"the collection's {self.dense_name!r} vector")
         if self.target.path is not None:
             with self._local_writes:
                 return self._write(records)

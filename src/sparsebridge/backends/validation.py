@@ -8,7 +8,7 @@ from sparsebridge.backends.base import Record
 from sparsebridge.errors import InputError
 from sparsebridge.types import SparseVector
 
-__all__ = ["check_k", "check_query", "check_records"]
+__all__ = ["check_dense_slots", "check_k", "check_query", "check_records"]
 
 
 def check_records(records: Sequence[Record]) -> None:
@@ -37,3 +37,23 @@ def check_query(query: SparseVector) -> None:
 def check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+
+
+def check_dense_slots(records: Sequence[Record], *, size: int | None, slot: str) -> None:
+    """Refuse, before any request, a dense vector the target has no slot for (never drop it).
+
+    ``size`` is the target's dense dimension (None: no dense slot); ``slot`` names it in errors.
+    """
+    for record in records:
+        if record.dense is None:
+            continue
+        if size is None:
+            raise InputError(
+                f"document {record.document.id!r} has a dense vector but {slot} does not exist: "
+                "open the backend with dense_size=<dimension>"
+            )
+        if record.dense.shape[0] != size:
+            raise InputError(
+                f"document {record.document.id!r} has a {record.dense.shape[0]}-d dense vector; "
+                f"{slot} is {size}-d"
+            )
