@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sparsebridge.types import SparseVector
 
-__all__ = ["HybridQuery", "LegKind", "check_dense"]
+__all__ = ["HybridQuery", "LegKind", "check_dense", "msearch_lines"]
 
 
 class LegKind(str, Enum):
@@ -84,3 +86,18 @@ class HybridQuery:
             (LegKind.BM25, self.text is not None),
         )
         return tuple(kind for kind, there in present if there)
+
+
+def msearch_lines(
+    index: str, bodies: Sequence[Mapping[str, Any]], *, source: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """``_msearch`` lines: a header naming ``index`` before each search body (shared by OpenSearch and ES).
+
+    With ``source``, each body asks only for those ``_source`` fields and no total hit count.
+    """
+    lines: list[dict[str, Any]] = []
+    for body in bodies:
+        lines.append({"index": index})
+        extra: dict[str, Any] = {} if source is None else {"track_total_hits": False, "_source": list(source)}
+        lines.append({**body, **extra})
+    return lines

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sparsebridge.query.fusion import Fusion, FusionMethod
+from sparsebridge.query.hybrid import msearch_lines
 
 __all__ = [
     "KNN_PLUGIN",
@@ -136,11 +137,4 @@ def msearch_body(
 
     With ``source``, each body asks only for those ``_source`` fields and no total hit count.
     """
-    lines: list[dict[str, Any]] = []
-    for leg in legs:
-        lines.append({"index": index})
-        body: dict[str, Any] = {"size": size, "query": dict(leg)}
-        if source is not None:
-            body.update(track_total_hits=False, _source=list(source))
-        lines.append(body)
-    return lines
+    return msearch_lines(index, [{"size": size, "query": dict(leg)} for leg in legs], source=source)
