@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -78,3 +79,14 @@ def opensearch_url() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return url
+
+
+@pytest.fixture(scope="session")
+def tiny_queue_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second node (own run dir and ports) with write pool and queue of 1: it answers real 429s."""
+    from opensearch_nodes import started_node
+
+    port = int(os.environ.get("OPENSEARCH_429_PORT", "9251"))
+    settings = {"OPENSEARCH_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1"}
+    with started_node(port, tmp_path_factory.mktemp("opensearch-429"), what="429", env=settings) as (url, _):
+        yield url

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faultkit import NODE_PORT, SCRIPT, Corpus, Node, make_documents, write_jsonl
+from faultkit import NODE_PORT, Corpus, Node, make_documents, write_jsonl
+
+from opensearch_nodes import started_node
 
 
 @pytest.fixture(scope="session")
@@ -26,24 +27,11 @@ def corpus_2k(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Corpus:
 def fault_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """A node on NODE_PORT whose data survives a restart (OPENSEARCH_KEEP_DATA=1)."""
     run_dir = tmp_path_factory.mktemp("opensearch-fault")
-    env = {
-        **os.environ,
-        "OPENSEARCH_PORT": str(NODE_PORT),
-        "OPENSEARCH_TRANSPORT_PORT": str(NODE_PORT + 100),
-        "OPENSEARCH_HOME_RUN": str(run_dir),
-        "OPENSEARCH_KEEP_DATA": "1",
-        "OPENSEARCH_JAVA_OPTS": "-Xms384m -Xmx384m",
-    }
-    started = subprocess.run([SCRIPT, "start"], env=env, capture_output=True, text=True, timeout=240)
-    if started.returncode != 0:
-        message = f"could not start the fault node: {started.stderr[-2000:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    node = Node(started.stdout.strip().splitlines()[-1], env, run_dir)
-    try:
-        yield node
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(node.pid(), signal.SIGCONT)
-        subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, text=True, timeout=120)
+    keep = {"OPENSEARCH_KEEP_DATA": "1"}
+    with started_node(NODE_PORT, run_dir, what="fault", env=keep) as (url, env):
+        node = Node(url, env, run_dir)
+        try:
+            yield node
+        finally:  # a test may leave it paused: resume it so that it can be stopped
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(node.pid(), signal.SIGCONT)

@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from opensearch_nodes import SCRIPT
 from sparsebridge.types import Document, SparseVector
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = str(REPO / "scripts" / "opensearch.sh")
 NODE_PORT = int(os.environ.get("OPENSEARCH_FAULT_PORT", "9252"))
 
 WORDS = (

@@ -6,48 +6,21 @@ document stored once, with its clean vector.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from checker import check, read_opensearch
-from faultkit import NODE_PORT, SCRIPT, make_documents
+from faultkit import make_documents
 
 from sparsebridge.backends import ClusterTarget, OpenSearchBackend, Refresh, RetryPolicy
 from sparsebridge.ingest import ingest
 
 
-@pytest.fixture(scope="module")
-def storm_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = NODE_PORT + 1
-    env = {
-        **os.environ,
-        "OPENSEARCH_PORT": str(port),
-        "OPENSEARCH_TRANSPORT_PORT": str(port + 100),
-        "OPENSEARCH_HOME_RUN": str(tmp_path_factory.mktemp("opensearch-storm")),
-        "OPENSEARCH_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1",
-        "OPENSEARCH_JAVA_OPTS": "-Xms384m -Xmx384m",
-    }
-    started = subprocess.run([SCRIPT, "start"], env=env, capture_output=True, text=True, timeout=240)
-    if started.returncode != 0:
-        message = f"could not start the 429 node: {started.stderr[-2000:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, text=True, timeout=120)
-
-
-def test_a_429_storm_loses_and_duplicates_nothing(storm_node: str, encoder: Any, tmp_path: Path) -> None:
+def test_a_429_storm_loses_and_duplicates_nothing(tiny_queue_node: str, encoder: Any, tmp_path: Path) -> None:
     name = f"fault-storm-{uuid.uuid4().hex[:8]}"
     backend = OpenSearchBackend(
-        ClusterTarget(name, url=storm_node),
+        ClusterTarget(name, url=tiny_queue_node),
         replicas=0,
         shards=3,  # one bulk fans out to several shard requests on the one-slot queue
         refresh=Refresh.NONE,
@@ -58,7 +31,7 @@ def test_a_429_storm_loses_and_duplicates_nothing(storm_node: str, encoder: Any,
     stats = ingest(documents, encoder=encoder, backend=backend, batch_size=32, writers=4, run_dir=tmp_path)
     ids = [d.id for d in documents]
     clean = dict(zip(ids, encoder.encode_documents([d.text for d in documents]), strict=True))
-    verdict = check(read_opensearch(storm_node, name), sent=ids, acknowledged=ids, expected=clean)
+    verdict = check(read_opensearch(tiny_queue_node, name), sent=ids, acknowledged=ids, expected=clean)
     print(f"\n429 storm: {verdict}; retries {stats.retries}, stale {stats.stale}, {stats.elapsed_s:.1f}s")
     assert stats.retries > 0, "the node never answered 429: the fault was not produced"
     assert verdict.clean and verdict.present == len(ids), verdict

@@ -8,14 +8,10 @@ and the retries must be counted in the WriteStats of the writes.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,35 +20,8 @@ from sparsebridge.backends import ClusterTarget, OpenSearchBackend, Record, Refr
 from sparsebridge.backends.base import WriteStats
 from sparsebridge.types import Document, SparseVector
 
-REPO = Path(__file__).resolve().parents[2]
-PORT = int(os.environ.get("OPENSEARCH_429_PORT", "9251"))
 THREADS = 6
 DOCS_PER_THREAD = 600
-
-
-@pytest.fixture(scope="module")
-def tiny_queue_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start a second node (own run dir and ports) with write pool and queue of 1; stop it after."""
-    run_dir = tmp_path_factory.mktemp("opensearch-429")
-    env = {
-        **os.environ,
-        "OPENSEARCH_PORT": str(PORT),
-        "OPENSEARCH_TRANSPORT_PORT": str(PORT + 100),
-        "OPENSEARCH_HOME_RUN": str(run_dir),
-        "OPENSEARCH_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1",
-        "OPENSEARCH_JAVA_OPTS": "-Xms384m -Xmx384m",
-    }
-    script = str(REPO / "scripts" / "opensearch.sh")
-    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=240)
-    if started.returncode != 0:
-        message = f"could not start the 429 node: {started.stderr[-2000:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=120)
 
 
 def _records(thread: int, rng: np.random.Generator) -> list[Record]:
