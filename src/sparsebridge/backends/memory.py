@@ -110,23 +110,35 @@ class MemoryBackend:
             ValueError: A query has a BM25 leg (the reference has no full-text scoring).
         """
         from sparsebridge.query.fusion import fuse
-        from sparsebridge.query.hybrid import LegKind
 
         check_k(k)
-        results = []
-        for query in queries:
-            legs = []
-            for kind in query.legs:
-                if kind is LegKind.SPARSE:
-                    assert query.sparse is not None
-                    legs.append(self.search(query.sparse, k=query.candidates))
-                elif kind is LegKind.DENSE:
-                    assert query.dense is not None
-                    legs.extend(self.search_dense_batch([query.dense], k=query.candidates))
-                else:
-                    raise ValueError("the memory reference has no BM25 leg")
-            results.append(fuse(legs, fusion, limit=k))
-        return results
+        return [fuse(self.exact_legs(query), fusion, limit=k) for query in queries]
+
+    def exact_legs(
+        self, query: HybridQuery, *, text_leg: list[SearchHit] | None = None
+    ) -> list[list[SearchHit]]:
+        """The exact sparse and dense legs of ``query`` (``candidates`` hits each), in leg order.
+
+        A BM25 leg has no exact reference: it is taken from ``text_leg`` (e.g. a backend's own).
+
+        Raises:
+            ValueError: The query has a BM25 leg and no ``text_leg`` is given.
+        """
+        from sparsebridge.query.hybrid import LegKind
+
+        legs: list[list[SearchHit]] = []
+        for kind in query.legs:
+            if kind is LegKind.SPARSE:
+                assert query.sparse is not None
+                legs.append(self.search(query.sparse, k=query.candidates))
+            elif kind is LegKind.DENSE:
+                assert query.dense is not None
+                legs.extend(self.search_dense_batch([query.dense], k=query.candidates))
+            elif text_leg is None:
+                raise ValueError("the memory reference has no BM25 leg")
+            else:
+                legs.append(text_leg[: query.candidates])
+        return legs
 
     def count(self) -> int:
         return len(self._rows)

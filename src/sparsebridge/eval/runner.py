@@ -30,7 +30,7 @@ from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.eval.beir import BeirDataset
 from sparsebridge.eval.metrics import METRICS, evaluate
 from sparsebridge.query.fusion import Fusion, fuse
-from sparsebridge.query.hybrid import HybridQuery, LegKind
+from sparsebridge.query.hybrid import HybridQuery
 from sparsebridge.types import SearchHit
 
 __all__ = ["EvalReport", "run_eval"]
@@ -238,18 +238,7 @@ def _exact_hybrid(
     fusion: Fusion,
     bm25: list[list[SearchHit]] | None,
 ) -> list[list[SearchHit]]:
-    results = []
-    for n, query in enumerate(queries):
-        legs: list[list[SearchHit]] = []
-        for kind in query.legs:
-            if kind is LegKind.SPARSE:
-                assert query.sparse is not None
-                legs.append(exact.search(query.sparse, k=query.candidates))
-            elif kind is LegKind.DENSE:
-                assert query.dense is not None
-                legs.extend(exact.search_dense_batch([query.dense], k=query.candidates))
-            else:
-                assert bm25 is not None
-                legs.append(bm25[n][: query.candidates])
-        results.append(fuse(legs, fusion, limit=DEPTH))
-    return results
+    return [
+        fuse(exact.exact_legs(query, text_leg=bm25[n] if bm25 is not None else None), fusion, limit=DEPTH)
+        for n, query in enumerate(queries)
+    ]
