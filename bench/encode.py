@@ -14,16 +14,18 @@ setting; ``--json`` appends the results (with the machine) to a JSON Lines file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,12 +115,20 @@ def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, 
         device,
     )  # fmt: skip
     stages["to_device"], on_device = timed(
-        lambda: [(encoder._to_device(b.input_ids), encoder._to_device(b.mask)) for b in batches], device
+        lambda: [
+            (encoder._to_device(b.input_ids), None if b.mask is None else encoder._to_device(b.mask))
+            for b in batches
+        ],
+        device,
     )
     weight, bias = mlm.decoder.weight, mlm.decoder.bias
     with torch.inference_mode(), _output_projection_removed(mlm):
         stages["body"], hidden = timed(
-            lambda: [mlm.hf_model(input_ids=i, attention_mask=m.long()).logits for i, m in on_device], device
+            lambda: [
+                mlm.hf_model(input_ids=i, attention_mask=None if m is None else m.long()).logits
+                for i, m in on_device
+            ],
+            device,
         )
         if device.startswith("cuda") and triton_head.available(torch.device(device)):
 
@@ -148,6 +158,35 @@ def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, 
     return {k: len(texts) / v for k, v in stages.items()}
 
 
+@contextlib.contextmanager
+def padded_batches_only(enabled: bool) -> Iterator[None]:
+    """The fast path as it was before unpadded batches: every batch padded, with a mask."""
+    from sparsebridge.encoder import batching
+
+    original = batching.plan_exact_batches
+
+    def none_exact(lengths: Any, **_: Any) -> tuple[list[Any], Any]:
+        return [], np.arange(len(lengths))
+
+    if enabled:
+        batching.plan_exact_batches = none_exact  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        batching.plan_exact_batches = original
+
+
+def print_main_thread_profile(fn: Callable[[], Any]) -> None:
+    """cProfile one run: where the calling thread computes, and where it waits (locks, syncs)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(fn)
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(22)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="splade-tiny", help="splade-tiny, bert-base, a path or hub name")
@@ -160,6 +199,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="append results to this JSON Lines file")
     parser.add_argument("--label", default="", help="free text stored with the results")
     parser.add_argument("--profile", action="store_true", help="also time each fast-path stage alone")
+    parser.add_argument(
+        "--padded", action="store_true", help="also run the fast path with padded batches only"
+    )
+    parser.add_argument(
+        "--cprofile", action="store_true", help="print where the fast path's main thread spends time"
+    )
     args = parser.parse_args()
 
     from sentence_transformers import SparseEncoder
@@ -208,20 +253,26 @@ def main() -> None:
     by_length = sorted(texts, key=len)
     warm_up = by_length[:128] + by_length[-128:]  # shortest and longest: every kernel variant compiles
     for label, dtype in dtypes[-1:]:  # the device's default dtype: bf16 on CUDA, fp32 on CPU
-        for fast in (True, False):
+        variants = [("fast", True, False), ("generic", False, False)]
+        if args.padded:
+            variants.insert(1, ("fast, padded batches only", True, True))
+        for variant, fast, padded in variants:
             model = SparseEncoder(path, device=args.device)
             model.max_seq_length = 256
             model.to(dtype)
             encoder = Encoder(model, fast_path=fast)
             subset = texts[:docs] if fast else texts[:st_docs]
-            encoder.encode_documents(warm_up[:128])
-            encoder.encode_documents(warm_up[128:])
-            if fast and cuda:  # large inputs start the tokenizer worker processes: not part of the timing
-                encoder.encode_documents(texts[-8192:])
-            seconds, vectors = timed(lambda e=encoder, s=subset: e.encode_documents(s), args.device)
+            with padded_batches_only(padded):
+                encoder.encode_documents(warm_up[:128])
+                encoder.encode_documents(warm_up[128:])
+                if fast and cuda:  # large inputs start the tokenizer worker processes: not part of the timing
+                    encoder.encode_documents(texts[-8192:])
+                seconds, vectors = timed(lambda e=encoder, s=subset: e.encode_documents(s), args.device)
+                if args.cprofile and fast and not padded:
+                    print_main_thread_profile(lambda e=encoder, s=subset: e.encode_documents(s))
             nnz = sum(len(v) for v in vectors) / len(vectors)
-            path_name = "fast" if encoder.uses_fast_path else "generic"
-            record(f"sparsebridge {label} {path_name} path", len(subset), seconds, nnz)
+            assert encoder.uses_fast_path == fast
+            record(f"sparsebridge {label} {variant} path", len(subset), seconds, nnz)
             del model, encoder
 
     stage_rates: dict[str, float] = {}
@@ -231,7 +282,7 @@ def main() -> None:
         model.to(dtypes[-1][1])
         encoder = Encoder(model)
         profile_fast_path(encoder, texts[:256], args.device)  # warm-up
-        stage_rates = profile_fast_path(encoder, texts[:docs], args.device)
+        stage_rates = profile_fast_path(encoder, texts[: min(docs, 20000)], args.device)
         print("fast path stages alone (docs/s): " + ", ".join(f"{k} {v:.0f}" for k, v in stage_rates.items()))
         del model, encoder
 

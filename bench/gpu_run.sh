@@ -14,11 +14,12 @@ fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, sentence_transformers, triton; print(torch.__version__, transformers.__version__, sentence_transformers.__version__, triton.__version__)" | tee -a "$OUT/gpu.txt"
+nproc | tee -a "$OUT/gpu.txt"
 
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/integration/test_cuda.py \
   tests/unit/test_sparsify.py tests/unit/test_triton_head.py tests/unit/test_batching.py 2>&1 | tee "$OUT/pytest.log" | tail -15
 
-run() { timeout 200 python3 bench/encode.py --json "$OUT/encode.jsonl" "$@" 2>&1 | grep -v -i -E "warn|loading weights|writing model" | tee -a "$OUT/bench.log"; }
-run --model bert-base --layers 12 --tokens 80 --st-docs 2048 --profile --label "issue 6: BERT-base, ~80-token passages"
-run --model bert-base --layers 28 --tokens 80 --st-docs 2048 --profile --label "issue 6: 28x768 (seed-model size), ~80-token passages"
-run --model bert-base --layers 12 --tokens 250 --docs 10000 --st-docs 2048 --profile --label "issue 6: BERT-base, ~250-token documents"
+run() { timeout 240 python3 bench/encode.py --json "$OUT/encode.jsonl" "$@" 2>&1 | grep -v -i -E "warn|loading weights|writing model" | tee -a "$OUT/bench.log"; }
+run --model bert-base --layers 12 --tokens 80 --docs 50000 --st-docs 2048 --profile --padded --cprofile --label "issue 6: BERT-base, ~80-token passages"
+run --model bert-base --layers 28 --tokens 80 --docs 50000 --st-docs 2048 --padded --label "issue 6: 28x768 (seed-model size), ~80-token passages"
+run --model bert-base --layers 12 --tokens 250 --docs 20000 --st-docs 2048 --profile --padded --label "issue 6: BERT-base, ~250-token documents"

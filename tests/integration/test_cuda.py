@@ -50,6 +50,13 @@ def test_bf16_cuda_vectors_match_fp32_cpu(
     assert_bf16_close_to_fp32(cuda_encoder, encoder, corpus, queries)
 
 
+def test_unpadded_batches_match_fp32_cpu(
+    cuda_encoder: Encoder, encoder: Encoder, corpus: list[tuple[str, str]], queries: list[str]
+) -> None:
+    """A small token budget makes same-length groups of the corpus run unpadded, without a mask."""
+    assert_bf16_close_to_fp32(Encoder(cuda_encoder.model, token_budget=256), encoder, corpus, queries)
+
+
 def test_fused_and_unfused_heads_agree(cuda_encoder: Encoder, corpus: list[tuple[str, str]]) -> None:
     texts = [text for _, text in corpus[:64]]
     unfused = Encoder(cuda_encoder.model, fused_head=False)

@@ -24,12 +24,22 @@ def assert_same(ours: list[SparseVector], ref: torch.Tensor) -> None:
         np.testing.assert_allclose(vector.values, row[nonzero].numpy(), rtol=0, atol=1e-5)
 
 
+# Twelve texts of one token length: with a 512-token budget (unpadded batches from 512 // 8 = 64
+# tokens of one length) they run unpadded and without an attention mask, the rest padded.
+SAME_LENGTH = [f"the cat number {n} sat on the mat" for n in range(10, 22)]
+
+
 @pytest.mark.parametrize("query", [False, True])
 @pytest.mark.parametrize("top_k", [None, 16])
+@pytest.mark.parametrize("token_budget", [None, 512])
 def test_parity_with_sentence_transformers(
-    encoder: Encoder, corpus: list[tuple[str, str]], query: bool, top_k: int | None
+    encoder: Encoder, corpus: list[tuple[str, str]], query: bool, top_k: int | None, token_budget: int | None
 ) -> None:
-    texts = [text for _, text in corpus[:96]] + ["a", "Longer text " * 200]  # tiny and truncated
+    texts = [text for _, text in corpus[:96]] + ["a", "Longer text " * 200] + SAME_LENGTH  # tiny, truncated
+    if token_budget is not None:
+        lengths = [len(ids) for ids in encoder.model.tokenizer(SAME_LENGTH)["input_ids"]]
+        assert len(set(lengths)) == 1 and lengths[0] * len(lengths) >= token_budget // 8
+        encoder = Encoder(encoder.model, token_budget=token_budget)
     encode = encoder.encode_queries if query else encoder.encode_documents
     ours = encode(texts, top_k=top_k)
     assert_same(ours, reference(encoder, texts, query=query, top_k=top_k))

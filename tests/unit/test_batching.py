@@ -6,7 +6,13 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from sparsebridge.encoder.batching import plan_batches, prefetch, tokenized_batches
+from sparsebridge.encoder.batching import (
+    plan_batches,
+    plan_exact_batches,
+    prefetch,
+    tokenized_batches,
+    tokenizer_pool,
+)
 
 
 def test_batches_are_length_sorted_within_budget_and_cover_everything() -> None:
@@ -44,20 +50,43 @@ def fake_tokenize(texts: list[str]) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def test_tokenized_batches_cover_every_text_once_trimmed_and_padded() -> None:
-    texts = ["a bb ccc", "dddd", "e " * 9, "ff gg", "h"]
+@pytest.mark.parametrize("window", [1, 2])
+def test_tokenized_batches_cover_every_text_once_trimmed_and_padded(window: int) -> None:
+    texts = ["a bb ccc", "dddd", "e " * 9, "ff gg", "h", "i j", "k l", "m n"]
     batches = list(
-        tokenized_batches(fake_tokenize, texts, pad_id=0, token_budget=12, max_batch_size=4, chunk_size=3)
+        tokenized_batches(
+            fake_tokenize, texts, pad_id=0, token_budget=64, max_batch_size=4, chunk_size=2, window=window
+        )
     )
     positions = np.concatenate([b.positions for b in batches])
-    assert sorted(positions.tolist()) == list(range(5))
+    assert sorted(positions.tolist()) == list(range(len(texts)))
     for batch in batches:
-        assert batch.input_ids.shape == batch.mask.shape
-        assert batch.mask[:, 0].all() and batch.mask[:, -1].any(), "trimmed to the longest row"
-        assert (batch.input_ids[~batch.mask] == 0).all()
+        mask = np.ones(batch.input_ids.shape, bool) if batch.mask is None else batch.mask
+        assert batch.input_ids.shape == mask.shape
+        assert mask[:, 0].all() and mask[:, -1].any(), "trimmed to the longest row"
+        assert (batch.input_ids[~mask] == 0).all()
         for row, position in enumerate(batch.positions.tolist()):
             expected = fake_tokenize([texts[position]])["input_ids"][0]
-            assert batch.input_ids[row, : batch.mask[row].sum()].tolist() == expected.tolist()
+            assert batch.input_ids[row, : mask[row].sum()].tolist() == expected.tolist()
+    unpadded = [b.positions.tolist() for b in batches if b.mask is None]
+    # A length needs 64 // 8 = 8 tokens in a window to go unpadded: text 2 alone has 11; texts 3, 5,
+    # 6 and 7 have 4 each. Windows of one chunk (two texts) pair only 6 and 7; windows of 1, 2, 2
+    # chunks also pair 3 and 5.
+    assert unpadded == ([[2], [6, 7]] if window == 1 else [[2], [3, 5], [6, 7]])
+
+
+def test_exact_batches_share_one_length_and_the_rest_is_returned() -> None:
+    rng = np.random.default_rng(1)
+    lengths = np.concatenate([np.full(50, 7), np.full(3, 9), rng.integers(1, 30, size=40)])
+    exact, rest = plan_exact_batches(lengths, token_budget=64, max_batch_size=16, min_tokens=40)
+    flat = np.concatenate([*exact, rest])
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    for batch in exact:
+        assert len(set(lengths[batch].tolist())) == 1
+        assert len(batch) <= 16 and lengths[batch[0]] * len(batch) <= 64
+        assert lengths[batch[0]] * np.sum(lengths == lengths[batch[0]]) >= 40
+    assert 9 not in lengths[np.concatenate(exact)], "27 tokens of length 9: below min_tokens"
+    assert sorted(len(b) for b in exact if lengths[b[0]] == 7)[-1] <= 9, "64 // 7 = 9 per batch"
 
 
 def test_prefetch_keeps_order_and_reraises() -> None:
@@ -94,8 +123,6 @@ def test_prefetch_stops_its_thread_when_closed() -> None:
 
 def test_tokenizing_in_worker_processes_gives_the_same_batches() -> None:
     import functools
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     from transformers import AutoTokenizer
 
@@ -111,12 +138,13 @@ def test_tokenizing_in_worker_processes_gives_the_same_batches() -> None:
         return_token_type_ids=False,
     )
     texts = [f"text number {i} " + "word " * (i % 23) for i in range(300)]
-    options = {"pad_id": 0, "token_budget": 64, "max_batch_size": 8, "chunk_size": 37}
+    options = {"pad_id": 0, "token_budget": 64, "max_batch_size": 8, "chunk_size": 37, "window": 4}
     local = list(tokenized_batches(tokenize, texts, **options))  # type: ignore[arg-type]
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with tokenizer_pool(tokenize, 2) as pool:
         pooled = list(tokenized_batches(tokenize, texts, pool=pool, workers=2, **options))  # type: ignore[arg-type]
     assert len(local) == len(pooled)
     for a, b in zip(local, pooled, strict=True):
         np.testing.assert_array_equal(a.positions, b.positions)
         np.testing.assert_array_equal(a.input_ids, b.input_ids)
+        assert (a.mask is None) == (b.mask is None)
         np.testing.assert_array_equal(a.mask, b.mask)

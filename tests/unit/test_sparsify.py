@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,13 +79,20 @@ def test_screened_head_is_exact_where_positive_and_zero_elsewhere() -> None:
     )
 
 
-def test_rows_to_vectors_matches_direct_extraction() -> None:
-    from sparsebridge.encoder.extract import rows_to_vectors
+@pytest.mark.parametrize(("top_k", "capacity"), [(None, 64), (None, 8), (5, 64)])
+def test_extractor_matches_direct_extraction(top_k: int | None, capacity: int) -> None:
+    """The extractor's fixed-width candidates (what CUDA copies to the host) give the exact vectors:
+    with room for every weight, with rows over capacity (extracted again) and with top-k."""
+    from sparsebridge.encoder.extract import SparseExtractor
 
     torch.manual_seed(3)
-    dense = torch.relu(torch.randn(5, 40) - 1.0)
+    dense = torch.relu(torch.randn(6, 40) - 0.5)
     dense[2] = 0.0
-    values, indices = dense.topk(40, dim=1, sorted=False)  # any order, as topk(sorted=False) gives
-    got = rows_to_vectors(values.numpy(), indices.to(torch.int32).numpy(), min_weight=0.1)
-    assert got == to_sparse_vectors(dense, top_k=None, min_weight=0.1)
-    assert len(got[2]) == 0
+    dense[4, :] = 0.5  # ties
+    extractor = SparseExtractor(device=torch.device("cpu"), top_k=top_k, min_weight=0.1, capacity=capacity)
+    got = dict(extractor.submit(np.arange(10, 16), dense))
+    want = to_sparse_vectors(dense, top_k=top_k, min_weight=0.1)
+    assert [got[p] for p in range(10, 16)] == want
+    assert len(got[12]) == 0
+    if capacity < 40 and top_k is None:
+        assert max(len(v) for v in want) > capacity, "some rows overflow the capacity"

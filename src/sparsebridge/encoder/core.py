@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing
 import os
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from sparsebridge.encoder import triton_head
-from sparsebridge.encoder.batching import plan_batches, prefetch, tokenized_batches
+from sparsebridge.encoder.batching import plan_batches, prefetch, tokenized_batches, tokenizer_pool
 from sparsebridge.encoder.extract import SparseExtractor
 from sparsebridge.encoder.sparsify import (
     pad_with_first_token,
@@ -240,8 +239,8 @@ class Encoder:
             return_tensors="np",
             return_token_type_ids=False,
         )
-        chunk_size = 4096
-        pool = self._tokenizer_pool() if len(texts) > chunk_size else None
+        chunk_size = 1024
+        pool = self._tokenizer_pool(tokenize) if len(texts) > chunk_size else None
         host_batches = tokenized_batches(
             tokenize,
             texts,
@@ -249,6 +248,7 @@ class Encoder:
             token_budget=self.token_budget,
             max_batch_size=self.max_batch_size,
             chunk_size=chunk_size,
+            window=32,  # batches cut from up to 32k texts at once: most get one exact length, no mask
             pool=pool,
             workers=self._tokenizer_workers,
         )
@@ -256,14 +256,18 @@ class Encoder:
         bias = mlm.decoder.bias
         head = self._screened_head()
         fused = self.fused_head and self.device.type == "cuda" and triton_head.available(self.device)
-        with _output_projection_removed(mlm):
+        with _output_projection_removed(mlm), _attention_without_cudnn(self.device):
             for batch in prefetch(host_batches, depth=4):
                 ids_t = self._to_device(batch.input_ids)
-                mask_t = self._to_device(batch.mask)
-                # Note: transformers checks the 2-D mask for padding (`mask.all()`), a device-to-host
-                # sync per batch. A ready 4-D boolean mask avoids it but measured 3x slower in SDPA
-                # on an H100 (bench/results/gpu-h100.jsonl), so the 2-D mask stays.
-                hidden = mlm.hf_model(input_ids=ids_t, attention_mask=mask_t.long()).logits
+                mask_t = None if batch.mask is None else self._to_device(batch.mask)
+                # Unpadded batches run without a mask: no sync, and SDPA may pick flash attention.
+                # With a 2-D mask transformers checks it for padding (`mask.all()`), a device-to-host
+                # sync per padded batch (~5 ms measured on an H100). A ready 4-D boolean mask avoids
+                # it but ran 3x slower in SDPA when cuDNN attention was still allowed (run B in
+                # bench/results/); not measured since, so padded batches keep the 2-D mask.
+                hidden = mlm.hf_model(
+                    input_ids=ids_t, attention_mask=None if mask_t is None else mask_t.long()
+                ).logits
                 if head is not None:
                     pooled = splade_max_logits_screened(
                         hidden, mask_t, weight, *head, bias, chunk_tokens=self.head_chunk_tokens
@@ -278,7 +282,7 @@ class Encoder:
                     )
                 yield batch.positions, splade_activation(pooled, double_log=mlm.double_log)
 
-    def _tokenizer_pool(self) -> ProcessPoolExecutor | None:
+    def _tokenizer_pool(self, tokenize: Any) -> ProcessPoolExecutor | None:
         """Worker processes that tokenise chunks in parallel, started on first large input.
 
         Tokenising is the host's largest cost once the GPU runs the model; one process keeps up
@@ -287,10 +291,7 @@ class Encoder:
         if self._tokenizer_workers == 0:
             return None
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")  # no fork of a process holding CUDA state
-            self._pool = ProcessPoolExecutor(
-                self._tokenizer_workers, mp_context=context, initializer=_quiet_tokenizer_worker
-            )
+            self._pool = tokenizer_pool(tokenize, self._tokenizer_workers)
             weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
         return self._pool
 
@@ -328,10 +329,6 @@ class Encoder:
             batch = [texts[i] for i in positions.tolist()]
             features = batch_to_device(self.model.preprocess(batch, task=task.value), self.device)
             yield positions, self.model(features, task=task.value)["sentence_embedding"]
-
-
-def _quiet_tokenizer_worker() -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
 
 
 @functools.cache
@@ -389,6 +386,20 @@ def _find_mlm_path(model: SparseEncoder) -> _MlmPath | None:
                     double_log=pooling.activation_function == "log1p_relu",
                 )
     return None
+
+
+def _attention_without_cudnn(device: torch.device) -> AbstractContextManager[None]:
+    """On CUDA, SDPA may pick flash, memory-efficient or math attention, but not cuDNN's.
+
+    cuDNN attention builds a plan for every new batch shape: ~75 ms per shape on an H100, against
+    ~8 ms for the whole 12-layer forward it serves (bench/results/gpu-h100-shapes.log), and
+    token-budget batches rarely repeat a shape. (The setting is process-wide while it is active.)
+    """
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,9 +41,10 @@ def to_sparse_vectors(dense: torch.Tensor, *, top_k: int | None, min_weight: flo
 class SparseExtractor:
     """Extraction that never stalls the device queue (CUDA), or runs at once (CPU).
 
-    On CUDA each batch keeps a fixed number of entries per row, ``top_k`` or ``capacity``, chosen
-    with ``torch.topk`` on the device; they are copied into pinned host memory asynchronously and
-    read only when a later batch has been queued, so the host never waits for the GPU in between.
+    Each batch keeps a fixed number of entries per row, ``top_k`` or ``capacity``, chosen with
+    ``torch.topk`` and sorted by index on the device. On CUDA they are copied into pinned host
+    memory asynchronously and read only when a later batch has been queued, so the host never
+    waits for the GPU in between; the host only slices each row.
     A row with more than ``capacity`` weights above ``min_weight`` is re-extracted exactly (rare:
     SPLADE documents have ~20-400 non-zeros).
     """
@@ -61,7 +63,7 @@ class SparseExtractor:
         self.min_weight = min_weight
         self.capacity = capacity
         self.lag = lag
-        self._pending: deque[tuple[npt.NDArray[np.int64], torch.Tensor, tuple[torch.Tensor, ...], object]] = (
+        self._pending: deque[tuple[npt.NDArray[np.int64], torch.Tensor, tuple[torch.Tensor, ...], Any]] = (
             deque()
         )
 
@@ -69,21 +71,17 @@ class SparseExtractor:
         self, positions: npt.NDArray[np.int64], dense: torch.Tensor
     ) -> Iterator[tuple[int, SparseVector]]:
         """Queue a batch; yields ``(position, vector)`` of batches that are complete by now."""
-        if self.device.type != "cuda":
-            vectors = to_sparse_vectors(dense, top_k=self.top_k, min_weight=self.min_weight)
-            yield from zip(positions.tolist(), vectors, strict=True)
-            return
-        keep = min(self.top_k or self.capacity, dense.shape[1])
-        values, indices = dense.float().topk(keep, dim=1, sorted=False)
-        counts = (dense > self.min_weight).sum(dim=1)
-        host = tuple(
-            torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
-            for t in (values, indices.to(torch.int32), counts)
-        )
-        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-        event.record()
-        self._pending.append((positions, dense, host, event))
-        while len(self._pending) > self.lag:
+        candidates = _candidates(dense, min(self.top_k or self.capacity, dense.shape[1]), self.min_weight)
+        event = None
+        if self.device.type == "cuda":
+            candidates = tuple(
+                torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+                for t in candidates
+            )
+            event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            event.record()
+        self._pending.append((positions, dense, candidates, event))
+        while len(self._pending) > (self.lag if event is not None else 0):
             yield from self._collect()
 
     def drain(self) -> Iterator[tuple[int, SparseVector]]:
@@ -93,25 +91,54 @@ class SparseExtractor:
 
     def _collect(self) -> Iterator[tuple[int, SparseVector]]:
         positions, dense, (values_t, indices_t, counts_t), event = self._pending.popleft()
-        event.synchronize()  # type: ignore[attr-defined]
-        vectors = rows_to_vectors(values_t.numpy(), indices_t.numpy(), min_weight=self.min_weight)
-        counts = counts_t.numpy()
-        for row, (position, vector) in enumerate(zip(positions.tolist(), vectors, strict=True)):
-            if self.top_k is None and counts[row] > len(vector):  # more than `capacity` weights
-                [vector] = to_sparse_vectors(dense[row : row + 1], top_k=None, min_weight=self.min_weight)
-            yield position, vector
+        if event is not None:
+            event.synchronize()
+        kept, above = counts_t.numpy()
+        vectors = rows_to_vectors(values_t.numpy(), indices_t.numpy(), kept)
+        if self.top_k is None:  # rows with more than `capacity` weights: extracted again, exactly
+            for row in np.flatnonzero(above > kept).tolist():
+                [vectors[row]] = to_sparse_vectors(
+                    dense[row : row + 1], top_k=None, min_weight=self.min_weight
+                )
+        yield from zip(positions.tolist(), vectors, strict=True)
 
 
 def rows_to_vectors(
-    values: npt.NDArray[np.float32], indices: npt.NDArray[np.int32], *, min_weight: float
+    values: npt.NDArray[np.float32], indices: npt.NDArray[np.int32], counts: npt.NDArray[np.int64]
 ) -> list[SparseVector]:
-    """Rows of ``(value, index)`` candidates (any order) -> vectors of the entries ``> min_weight``."""
-    keep = values > min_weight
-    # Sort each row's kept entries by vocabulary index; dropped entries sort last.
-    order = np.argsort(np.where(keep, indices, np.iinfo(np.int32).max), axis=1, kind="stable")
-    indices = np.take_along_axis(indices, order, axis=1)
-    values = np.take_along_axis(values, order, axis=1)
-    kept = keep.sum(axis=1).tolist()
+    """One vector per row from flat ``values``/``indices`` holding the rows' entries back to back.
+
+    Row ``r`` has ``counts[r]`` entries (sorted by index, weights positive). The used part is copied
+    once, so the vectors share one compact buffer, not the caller's.
+    """
+    ends = np.cumsum(counts)
+    used = int(ends[-1]) if ends.size else 0
+    flat_indices, flat_values = indices[:used].copy(), values[:used].copy()
+    bounds = ends.tolist()
     return [
-        SparseVector._trusted(indices[row, :n].copy(), values[row, :n].copy()) for row, n in enumerate(kept)
+        SparseVector._trusted(flat_indices[start:end], flat_values[start:end])
+        for start, end in zip([0, *bounds[:-1]], bounds, strict=True)
     ]
+
+
+def _candidates(dense: torch.Tensor, keep: int, min_weight: float) -> tuple[torch.Tensor, ...]:
+    """On the device: each row's ``keep`` largest weights ``> min_weight``, sorted by index, packed.
+
+    Returns flat values and int32 indices ``[B * keep + 1]`` holding the rows' kept entries back to
+    back (the last slot takes the dropped ones), and counts ``[2, B]``: how many of a row's
+    candidates are kept, and how many weights of the row are ``> min_weight`` in all (more than kept
+    means the row overflowed ``keep``). Fixed shapes throughout: no device-to-host sync.
+    """
+    rows = dense.shape[0]
+    values, indices = dense.float().topk(keep, dim=1, sorted=False)
+    kept = values > min_weight
+    indices = torch.where(kept, indices.to(torch.int32), torch.iinfo(torch.int32).max)
+    indices, order = indices.sort(dim=1)  # kept entries first in each row
+    values = values.gather(1, order)
+    kept_counts = kept.sum(dim=1)
+    columns = torch.arange(keep, device=dense.device)
+    offsets = kept_counts.cumsum(0) - kept_counts
+    slot = torch.where(columns < kept_counts[:, None], offsets[:, None] + columns, rows * keep).flatten()
+    flat_values = values.new_zeros(rows * keep + 1).scatter_(0, slot, values.flatten())
+    flat_indices = indices.new_zeros(rows * keep + 1).scatter_(0, slot, indices.flatten())
+    return flat_values, flat_indices, torch.stack([kept_counts, (dense > min_weight).sum(dim=1)])

@@ -35,7 +35,9 @@ def available(device: torch.device) -> bool:
 
 if triton is not None:
     # No annotations on the runtime arguments: Triton resolves them as globals when compiling.
-    @triton.jit  # type: ignore[untyped-decorator]
+    # Sizes are not specialised (by default Triton compiles a variant for multiples of 16, ~1-4 s
+    # each on an H100, bench/results/gpu-h100-shapes.log): only DOCUMENTS_PER_TILE makes variants.
+    @triton.jit(do_not_specialize=["rows", "vocab", "length"])  # type: ignore[untyped-decorator]
     def _max_logits_kernel(  # type: ignore[no-untyped-def]
         hidden_ptr,
         weight_ptr,
