@@ -144,7 +144,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True, help="hub name, local directory, or a bundled test model (splade-tiny)"
     )
-    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when present)")
+    parser.add_argument(
+        "--device",
+        help="cuda, cpu, cuda:1, ... or several, comma-separated (cuda:0,cuda:1: one model copy on each; "
+        "default: cuda when present)",
+    )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's custom code")
     parser.add_argument("--top-k", type=_positive_int, help="keep at most this many active dimensions")
     parser.add_argument("--min-weight", type=_non_negative_float, default=0.0, help="drop weights <= this")
@@ -199,6 +203,9 @@ def _load_encoder(args: argparse.Namespace) -> Any:
     if not args.verbose:
         transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    if args.device and "," in args.device:
+        devices = [name.strip() for name in args.device.split(",")]
+        return Encoder.load(args.model, devices=devices, trust_remote_code=args.trust_remote_code)
     return Encoder.load(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
 
 
@@ -443,7 +450,8 @@ def _load_dense(args: argparse.Namespace) -> Any:
     if not args.verbose:
         transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    return DenseEncoder.load(args.dense_model, device=args.device, trust_remote_code=args.trust_remote_code)
+    device = args.device.split(",")[0] if args.device else None  # the dense model takes the first device
+    return DenseEncoder.load(args.dense_model, device=device, trust_remote_code=args.trust_remote_code)
 
 
 def _hybrid_search(args: argparse.Namespace, backend: Any, query: Any, dense: Any) -> Any:

@@ -48,8 +48,9 @@ def test_ingest_then_search_on_the_embedded_default(tmp_path: Path) -> None:
 def test_encode_writes_the_public_jsonl_contract(tmp_path: Path, encoder: object) -> None:
     out = tmp_path / "vectors.jsonl"
     result = run(
-        "encode", "--model", "splade-tiny", "--input", str(SAMPLE), "--output", str(out), cwd=tmp_path
-    )
+        "encode", "--model", "splade-tiny", "--input", str(SAMPLE), "--output", str(out),
+        "--device", "cpu,cpu", cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     ids = [json.loads(line)["id"] for line in SAMPLE.read_text().splitlines()]

@@ -47,6 +47,25 @@ def test_parity_with_sentence_transformers(
         assert max(len(v) for v in ours) <= top_k
 
 
+def test_several_devices_take_chunks_from_one_queue(
+    encoder: Encoder, corpus: list[tuple[str, str]], splade_tiny_path: str
+) -> None:
+    """Two copies (both on the CPU here; one per GPU on a GPU machine) give the one-device vectors."""
+    texts = [text for _, text in corpus] + SAME_LENGTH
+    multi = Encoder.load(splade_tiny_path, devices=["cpu", "cpu"], token_budget=512)
+    assert multi.devices == [torch.device("cpu")] * 2
+    assert_same(multi.encode_documents(texts), reference(encoder, texts, query=False, top_k=None))
+    assert_same(multi.encode_queries(texts[:3]), reference(encoder, texts[:3], query=True, top_k=None))
+    multi._replicas[0].model.to("meta")  # the second device fails: the caller gets its error
+    with pytest.raises((RuntimeError, NotImplementedError, TypeError)):
+        multi.encode_documents(texts)
+    for bad in ([], "cpu"):
+        with pytest.raises(ValueError, match="devices"):
+            Encoder.load(splade_tiny_path, devices=bad)
+    with pytest.raises(ValueError, match="devices"):
+        Encoder.load(splade_tiny_path, device="cpu", devices=["cpu"])
+
+
 def test_fast_path_equals_generic_path(encoder: Encoder, corpus: list[tuple[str, str]]) -> None:
     assert encoder.uses_fast_path
     generic = Encoder(encoder.model, fast_path=False)

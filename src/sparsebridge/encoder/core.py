@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
+import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +39,7 @@ __all__ = ["Encoder", "Task"]
 logger = logging.getLogger(__name__)
 
 _GENERIC_TOKEN_BUDGET = 4096
+_DEVICE_CHUNK = 65536  # texts a device takes from the shared queue at once
 
 
 class Task(str, Enum):
@@ -109,6 +112,9 @@ class Encoder:
         cores = os.cpu_count() or 1
         self._tokenizer_workers = min(8, cores // 2) if cores >= 4 else 0
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._replicas: list[Encoder] = []
+        self._pool_owner: Encoder | None = None
         self._head_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._vocab: list[str] | None = None
         self._token_ids: dict[str, int] | None = None
@@ -119,6 +125,7 @@ class Encoder:
         model_name_or_path: str,
         *,
         device: str | None = None,
+        devices: Sequence[str] | None = None,
         dtype: torch.dtype | None = None,
         trust_remote_code: bool = False,
         **options: Any,
@@ -129,6 +136,9 @@ class Encoder:
             model_name_or_path: A Hugging Face hub name, a local directory, or a bundled test
                 model's short name (``splade-tiny``, see :mod:`sparsebridge.encoder.models`).
             device: ``"cuda"``, ``"cpu"``, ... Defaults to CUDA when present, else CPU.
+            devices: Several devices of this machine (``["cuda:0", "cuda:1"]``) instead of
+                ``device``: one copy of the model on each, fed from one queue of chunks of texts
+                (a device named twice gets two copies, whose host work then overlaps).
             dtype: Defaults to ``torch.bfloat16`` on CUDA and ``torch.float32`` elsewhere.
             trust_remote_code: Passed to transformers; needed by models with custom code (NeoBERT).
             **options: Keyword options of :class:`Encoder` (``token_budget``, ``max_batch_size``...).
@@ -136,6 +146,25 @@ class Encoder:
         Raises:
             ModelLoadError: The model cannot be found or loaded.
         """
+        if devices is not None:
+            names = list(devices)
+            if isinstance(devices, str) or not names or device is not None:
+                raise ValueError("pass devices as a non-empty list of device names, and no device")
+            encoders = [
+                cls.load(
+                    model_name_or_path,
+                    device=name,
+                    dtype=dtype,
+                    trust_remote_code=trust_remote_code,
+                    **options,
+                )
+                for name in names
+            ]
+            primary = encoders[0]
+            primary._replicas = encoders[1:]
+            for replica in primary._replicas:
+                replica._pool_owner = primary
+            return primary
         from sentence_transformers import SparseEncoder
 
         from sparsebridge.encoder.models import resolve_model
@@ -151,6 +180,11 @@ class Encoder:
         model.to(dtype)
         model.eval()
         return cls(model, **options)
+
+    @property
+    def devices(self) -> list[torch.device]:
+        """Every device this encoder runs on (one, unless loaded with ``devices``)."""
+        return [self.device, *(replica.device for replica in self._replicas)]
 
     @property
     def device(self) -> torch.device:
@@ -217,10 +251,58 @@ class Encoder:
         prompt = self.model.prompts.get(task.value) or ""
         if prompt:
             texts = [prompt + t for t in texts]
+        with _attention_without_cudnn(self.devices):
+            if not self._replicas:
+                return self._encode_here(texts, task, top_k=top_k, min_weight=min_weight)
+            return self._encode_on_every_device(texts, task, top_k=top_k, min_weight=min_weight)
+
+    def _encode_on_every_device(
+        self, texts: list[str], task: Task, *, top_k: int | None, min_weight: float
+    ) -> list[SparseVector]:
+        """Chunks of texts in one queue; one thread per device takes the next chunk when it is free."""
+        workers = [self, *self._replicas]
+        size = min(_DEVICE_CHUNK, -(-len(texts) // len(workers)))
+        starts: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for start in range(0, len(texts), size):
+            starts.put(start)
+        results: list[SparseVector | None] = [None] * len(texts)
+        failures: list[BaseException] = []
+
+        def work(encoder: Encoder) -> None:
+            while not failures:
+                try:
+                    start = starts.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    chunk = texts[start : start + size]
+                    results[start : start + size] = encoder._encode_here(
+                        chunk, task, top_k=top_k, min_weight=min_weight
+                    )
+                except BaseException as error:  # re-raised in the caller's thread
+                    failures.append(error)
+
+        threads = [
+            threading.Thread(target=work, args=(encoder,), name=f"sparsebridge-{encoder.device}", daemon=True)
+            for encoder in workers
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return [v for v in results if v is not None]
+
+    def _encode_here(
+        self, texts: list[str], task: Task, *, top_k: int | None, min_weight: float
+    ) -> list[SparseVector]:
+        """Encode on this encoder's own device (``texts`` already checked and prompted)."""
         run_batch = self._fast_batches if self._mlm is not None else self._generic_batches
         extractor = SparseExtractor(device=self.device, top_k=top_k, min_weight=min_weight)
         results: list[SparseVector | None] = [None] * len(texts)
-        with torch.inference_mode():
+        device = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
+        with torch.inference_mode(), device:  # CUDA streams, events and Triton use the current device
             for positions, dense in run_batch(texts, task):
                 for position, vector in extractor.submit(positions, dense):
                     results[position] = vector
@@ -256,7 +338,7 @@ class Encoder:
         bias = mlm.decoder.bias
         head = self._screened_head()
         fused = self.fused_head and self.device.type == "cuda" and triton_head.available(self.device)
-        with _output_projection_removed(mlm), _attention_without_cudnn(self.device):
+        with _output_projection_removed(mlm):
             for batch in prefetch(host_batches, depth=4):
                 ids_t = self._to_device(batch.input_ids)
                 mask_t = None if batch.mask is None else self._to_device(batch.mask)
@@ -286,14 +368,18 @@ class Encoder:
         """Worker processes that tokenise chunks in parallel, started on first large input.
 
         Tokenising is the host's largest cost once the GPU runs the model; one process keeps up
-        with about a tenth of an H100. Only machines with >= 4 cores get workers.
+        with about a tenth of an H100. Only machines with >= 4 cores get workers. An encoder's
+        copies on other devices use the same pool.
         """
+        if self._pool_owner is not None:
+            return self._pool_owner._tokenizer_pool(tokenize)
         if self._tokenizer_workers == 0:
             return None
-        if self._pool is None:
-            self._pool = tokenizer_pool(tokenize, self._tokenizer_workers)
-            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
-        return self._pool
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = tokenizer_pool(tokenize, self._tokenizer_workers)
+                weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+            return self._pool
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -388,14 +474,15 @@ def _find_mlm_path(model: SparseEncoder) -> _MlmPath | None:
     return None
 
 
-def _attention_without_cudnn(device: torch.device) -> AbstractContextManager[None]:
+def _attention_without_cudnn(devices: Sequence[torch.device]) -> AbstractContextManager[Any]:
     """On CUDA, SDPA may pick flash, memory-efficient or math attention, but not cuDNN's.
 
     cuDNN attention builds a plan for every new batch shape: ~75 ms per shape on an H100, against
     ~8 ms for the whole 12-layer forward it serves (bench/results/gpu-h100-shapes.log), and
-    token-budget batches rarely repeat a shape. (The setting is process-wide while it is active.)
+    token-budget batches rarely repeat a shape. The setting is process-wide while it is active, so
+    it is entered once, in the caller's thread, around the work of every device.
     """
-    if device.type != "cuda":
+    if not any(device.type == "cuda" for device in devices):
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
