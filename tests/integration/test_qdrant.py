@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sparsebridge.backends import MemoryBackend, QdrantBackend, QdrantTarget, Record, RetryPolicy
@@ -67,6 +70,66 @@ def test_collection_survives_reopen(tmp_path: Path, encoded: list[Record]) -> No
     again.ensure_schema()
     assert again.count() == 20
     again.close()
+
+
+def test_an_acknowledged_write_is_in_the_database_file(tmp_path: Path, encoded: list[Record]) -> None:
+    # Per-point commits skip their fsync; each write/delete ends with a checkpoint instead. The
+    # database file alone (no log beside it) must hold everything acknowledged so far.
+    backend = QdrantBackend(QdrantTarget("docs", path=str(tmp_path / "q")))
+    backend.ensure_schema()
+    [storage] = (tmp_path / "q").rglob("storage.sqlite")
+
+    def rows_in_file() -> int:
+        copy = tmp_path / "copy.sqlite"
+        copy.write_bytes(storage.read_bytes())
+        with closing(sqlite3.connect(copy)) as db:
+            return int(db.execute("SELECT count(*) FROM points").fetchone()[0])
+
+    for written in (60, 120, 240):
+        backend.write(encoded[written // 2 : written])
+        backend.write(encoded[:written])  # rewrites too
+        assert rows_in_file() == written
+    with closing(sqlite3.connect(storage)) as db:  # the adapter found qdrant-client's private storage
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    backend.delete([r.document.id for r in encoded[:40]])
+    assert rows_in_file() == 200
+    backend.close()
+    again = QdrantBackend(QdrantTarget("docs", path=str(tmp_path / "q")))
+    assert again.count() == 200
+    again.close()
+
+
+def test_points_sent_to_a_server_are_valid_upsert_bodies(encoded: list[Record]) -> None:
+    # Points are built without pydantic validation; the JSON a server receives must be the same
+    # as from validated models, and must validate.
+    from qdrant_client.http import models
+    from qdrant_client.http.api.points_api import jsonable_encoder  # what upsert_points sends
+
+    from sparsebridge.backends.base import point_id, stored_payload
+    from sparsebridge.backends.qdrant import _older_than
+
+    backend = QdrantBackend(QdrantTarget("docs", url="http://127.0.0.1:9"), dense_size=2)
+    dense = np.array([0.6, 0.8], dtype=np.float32)
+    records = [Record(r.document, r.vector, dense if n % 2 else None, 7) for n, r in enumerate(encoded[:20])]
+    validated = [
+        models.PointStruct(
+            id=point_id(r.document.id),
+            vector={
+                "splade": models.SparseVector(
+                    indices=r.vector.indices.tolist(), values=r.vector.values.tolist()
+                )
+            }
+            | ({} if r.dense is None else {"dense": r.dense.tolist()}),
+            payload=stored_payload(r.document) | {"run": 7},
+        )
+        for r in records
+    ]
+    body = jsonable_encoder(
+        models.PointsList(points=backend._points(records, 7), update_filter=_older_than(7))
+    )
+    assert body == jsonable_encoder(models.PointsList(points=validated, update_filter=_older_than(7)))
+    assert jsonable_encoder(models.PointsList.model_validate_json(body)) == body  # a valid body
+    assert backend._client is None
 
 
 def test_schema_mismatch_is_reported(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,30 @@ class FailingAfter:
 
     def close(self) -> None:
         pass
+
+
+class Observed:
+    """Wraps the encoder; records the thread and the GIL switch interval of each encode call."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[threading.Thread, float]] = []
+
+    def encode_documents(self, texts: Sequence[str], **options: Any) -> list[SparseVector]:
+        self.calls.append((threading.current_thread(), sys.getswitchinterval()))
+        return list(self.inner.encode_documents(texts, **options))
+
+
+def test_the_calling_thread_encodes_with_short_gil_switches(encoder: Any) -> None:
+    # Encoding on the calling thread keeps torch on the OpenMP pool that thread already owns; the
+    # short switch interval lets it take the GIL back quickly from the writers (see pipeline.py).
+    observed = Observed(encoder)
+    before = sys.getswitchinterval()
+    stats = ingest(_docs(40), encoder=observed, backend=MemoryBackend(), batch_size=8)  # type: ignore[arg-type]
+    assert stats.written == 40 and len(observed.calls) == 5
+    assert {thread for thread, _ in observed.calls} == {threading.current_thread()}
+    assert max(interval for _, interval in observed.calls) <= 0.0005
+    assert sys.getswitchinterval() == before
 
 
 def test_dict_rows_and_documents_are_accepted_and_bad_rows_dead_lettered(encoder: Any) -> None:
