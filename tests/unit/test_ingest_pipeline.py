@@ -185,16 +185,55 @@ def test_csv_dict_and_parquet_sources(tmp_path: Path) -> None:
     assert [d.id for d in DictSource([{"id": 7, "text": "t"}])] == ["7"]
     with pytest.raises(InputError, match="not a string/integer"):
         list(CsvSource(csv_path, id_field="nope"))
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        with pytest.raises(MissingExtraError, match="pip install pyarrow"):
-            list(ParquetSource(tmp_path / "x.parquet").items())
-        return
-    pq.write_table(pa.table({"id": ["a", "b"], "text": ["river", ""]}), tmp_path / "x.parquet")
-    kinds = [type(i).__name__ for i in ParquetSource(tmp_path / "x.parquet").items()]
-    assert kinds == ["Document", "BadInput"]
+
+
+def test_parquet_source_reads_row_batches_and_flags_bad_rows(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "docs.parquet"
+    table = pa.table(
+        {
+            "id": ["a", "b", None, "d"],
+            "text": ["river", "", "moon", "flood"],
+            "lang": ["en", "fr", "de", None],
+        }
+    )
+    pq.write_table(table, path, row_group_size=2)
+    items = list(ParquetSource(path, batch_rows=3).items())
+    assert [type(i).__name__ for i in items] == ["Document", "BadInput", "BadInput", "Document"]
+    first, empty, no_id, last = items
+    assert isinstance(first, Document) and first.metadata == {"lang": "en"}
+    assert isinstance(empty, BadInput) and (empty.type, empty.line) == ("empty_text", 2)
+    assert isinstance(no_id, BadInput) and no_id.line == 3
+    assert isinstance(last, Document) and last.id == "d"
+
+
+def test_parquet_without_pyarrow_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
+    with pytest.raises(MissingExtraError, match="pip install pyarrow"):
+        list(ParquetSource(tmp_path / "x.parquet").items())
+
+
+def test_a_hugging_face_dataset_is_a_source(encoder: Any) -> None:
+    import datasets
+
+    rows = {
+        "id": [f"d{i}" for i in range(30)],
+        "text": [f"river planet number {i}" if i != 7 else "  " for i in range(30)],
+        "lang": ["en"] * 30,
+    }
+    dataset = datasets.Dataset.from_dict(rows)
+    backend = MemoryBackend()
+    stats = ingest(dataset, encoder=encoder, backend=backend, batch_size=8, max_dead_letter_fraction=0.1)
+    assert (stats.written, stats.dead_lettered) == (29, 1)
+    assert backend.count() == 29
+    [document] = [d for d in DictSource(dataset.select([3]))]
+    assert (document.id, document.text, dict(document.metadata)) == (
+        "d3",
+        "river planet number 3",
+        {"lang": "en"},
+    )
 
 
 def test_versioned_bulk_lines_and_stale_409s() -> None:
