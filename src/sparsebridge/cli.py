@@ -23,6 +23,9 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
 
+_BATCH_SIZE_HELP = "documents per batch (default: 16384 per GPU, 256 on a CPU)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -101,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "--encode-docs", type=_positive_int, default=10_000, help="encode-only documents"
     )
     bench_ingest.add_argument("--sink-docs", type=_positive_int, default=20_000, help="sink-only documents")
-    bench_ingest.add_argument("--batch-size", type=_positive_int, default=256, help="documents per batch")
+    bench_ingest.add_argument("--batch-size", type=_positive_int, help=_BATCH_SIZE_HELP)
     bench_ingest.add_argument("--writers", type=_positive_int, default=2, help="concurrent writers")
     bench_ingest.add_argument("--output", type=Path, help="append the result as one JSON line here")
     bench_ingest.set_defaults(run=_bench_ingest)
@@ -162,7 +165,7 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
         "--metadata-fields",
         help="comma-separated fields kept as metadata (default: every other field; '' for none)",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=256, help="documents per batch")
+    parser.add_argument("--batch-size", type=_positive_int, help=_BATCH_SIZE_HELP)
 
 
 def _target_options(parser: argparse.ArgumentParser) -> None:
@@ -244,12 +247,13 @@ def _encode(args: argparse.Namespace) -> int:
     source, _ = _checked_source(args)
     encoder = _load_encoder(args)
     encode = encoder.encode_queries if args.queries else encoder.encode_documents
+    batch_size = args.batch_size or encoder.suggested_batch_size
     partial = args.output.with_name(args.output.name + ".partial")
     with partial.open("w", encoding="utf-8") as out:
         batch: list[Any] = []
         for document in source:
             batch.append(document)
-            if len(batch) == args.batch_size:
+            if len(batch) == batch_size:
                 _write_vectors(
                     out, batch, encode(_texts(batch), top_k=args.top_k, min_weight=args.min_weight)
                 )

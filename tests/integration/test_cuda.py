@@ -30,6 +30,10 @@ def test_fused_triton_head_matches_torch_on_bf16() -> None:
     torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
 
 
+def test_gpu_encoders_suggest_large_calls(cuda_encoder: Encoder) -> None:
+    assert cuda_encoder.suggested_batch_size == 16384  # each call ends by waiting for the GPU
+
+
 def test_deferred_extraction_equals_immediate() -> None:
     torch.manual_seed(1)
     dense = torch.relu(torch.randn(64, 30522, device="cuda") - 2.5)

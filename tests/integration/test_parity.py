@@ -54,6 +54,7 @@ def test_several_devices_take_chunks_from_one_queue(
     texts = [text for _, text in corpus] + SAME_LENGTH
     multi = Encoder.load(splade_tiny_path, devices=["cpu", "cpu"], token_budget=512)
     assert multi.devices == [torch.device("cpu")] * 2
+    assert multi.suggested_batch_size == encoder.suggested_batch_size == 256  # small calls are free on a CPU
     assert_same(multi.encode_documents(texts), reference(encoder, texts, query=False, top_k=None))
     assert_same(multi.encode_queries(texts[:3]), reference(encoder, texts[:3], query=True, top_k=None))
     multi._replicas[0].model.to("meta")  # the second device fails: the caller gets its error

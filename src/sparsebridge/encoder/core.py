@@ -182,6 +182,16 @@ class Encoder:
         return cls(model, **options)
 
     @property
+    def suggested_batch_size(self) -> int:
+        """Texts per ``encode_*`` call that keep the device busy: 16,384 per GPU, 256 on a CPU.
+
+        Each call ends by waiting for its last batches, so calls of a few hundred texts leave a GPU
+        idle between them; on a CPU small calls cost nothing and keep progress fine-grained.
+        """
+        gpus = sum(device.type == "cuda" for device in self.devices)
+        return 16384 * gpus if gpus else 256
+
+    @property
     def devices(self) -> list[torch.device]:
         """Every device this encoder runs on (one, unless loaded with ``devices``)."""
         return [self.device, *(replica.device for replica in self._replicas)]

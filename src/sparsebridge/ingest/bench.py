@@ -102,7 +102,7 @@ def bench_ingest(
     docs: int = 100_000,
     encode_docs: int = 10_000,
     sink_docs: int = 20_000,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     writers: int = 2,
     log: Any = print,
 ) -> BenchResult:
@@ -115,10 +115,12 @@ def bench_ingest(
         docs: Documents of the full pipeline run (the memory high-water mark is taken there).
         encode_docs: Documents of the encode-only run.
         sink_docs: Documents of the sink-only run.
-        batch_size: Documents per batch.
+        batch_size: Documents per batch (default: the encoder's ``suggested_batch_size``).
         writers: Concurrent writers.
         log: Where progress lines go.
     """
+    if batch_size is None:
+        batch_size = encoder.suggested_batch_size
     warm = list(synthetic_documents(min(512, encode_docs), seed=99))
     encoder.encode_documents([d.text for d in warm])  # load kernels, warm the allocator
 

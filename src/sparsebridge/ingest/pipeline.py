@@ -289,7 +289,7 @@ def ingest(
     *,
     encoder: Encoder,
     backend: Backend,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     top_k: int | None = None,
     min_weight: float = 0.0,
     on_batch: Callable[[int], None] | None = None,
@@ -310,7 +310,8 @@ def ingest(
             ``datasets.Dataset`` is one), or a source with ``items()`` (:mod:`~sparsebridge.ingest.sources`).
         encoder: The sparse encoder.
         backend: Where to write; its schema is checked before any encoding.
-        batch_size: Items per batch (encoder call and ``backend.write`` call).
+        batch_size: Items per batch (encoder call and ``backend.write`` call); by default the
+            encoder's ``suggested_batch_size`` (16,384 per GPU, 256 on a CPU).
         top_k: Keep at most this many weights per vector.
         min_weight: Drop weights <= this.
         on_batch: Called from the calling thread with the number of items newly done.
@@ -342,6 +343,8 @@ def ingest(
         >>> stats.written  # doctest: +SKIP
         1
     """
+    if batch_size is None:
+        batch_size = int(getattr(encoder, "suggested_batch_size", 256))
     if batch_size <= 0 or writers <= 0 or queue_batches <= 0:
         raise ValueError("batch_size, writers and queue_batches must be positive")
     if not 0 <= max_dead_letter_fraction <= 1:
