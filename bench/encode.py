@@ -97,7 +97,7 @@ def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, 
 
     from sparsebridge.encoder import triton_head
     from sparsebridge.encoder.batching import tokenized_batches
-    from sparsebridge.encoder.core import _output_projection_removed
+    from sparsebridge.encoder.core import _attention_without_cudnn, _output_projection_removed
     from sparsebridge.encoder.extract import SparseExtractor
     from sparsebridge.encoder.sparsify import pad_with_first_token, splade_activation, splade_max_logits
 
@@ -122,7 +122,8 @@ def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, 
         device,
     )
     weight, bias = mlm.decoder.weight, mlm.decoder.bias
-    with torch.inference_mode(), _output_projection_removed(mlm):
+    attention = _attention_without_cudnn([torch.device(device)])  # as the encoder runs it
+    with torch.inference_mode(), _output_projection_removed(mlm), attention:
         stages["body"], hidden = timed(
             lambda: [
                 mlm.hf_model(input_ids=i, attention_mask=None if m is None else m.long()).logits
