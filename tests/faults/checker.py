@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sparsebridge.types import SparseVector
+from sparsebridge.types import Document, SparseVector
 
 Stored = dict[str, list[dict[int, float]]]
 
@@ -92,6 +92,14 @@ def check(
             verdict.differs.append(doc_id)
     verdict.differs.sort()
     return verdict
+
+
+def check_opensearch_index(url: str, index: str, documents: Sequence[Document], encoder: Any) -> Verdict:
+    """:func:`check` for an index that should hold ``documents``, all sent and acknowledged, as a
+    clean run of ``encoder`` encodes them."""
+    ids = [d.id for d in documents]
+    clean = dict(zip(ids, encoder.encode_documents([d.text for d in documents]), strict=True))
+    return check(read_opensearch(url, index), sent=ids, acknowledged=ids, expected=clean)
 
 
 def _close(have: dict[int, float], want: dict[int, float], tolerance: float) -> bool:

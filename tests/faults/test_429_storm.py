@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from checker import check, read_opensearch
+from checker import check_opensearch_index
 from faultkit import make_documents
 
 from sparsebridge.backends import ClusterTarget, OpenSearchBackend, Refresh, RetryPolicy
@@ -29,11 +29,9 @@ def test_a_429_storm_loses_and_duplicates_nothing(tiny_queue_node: str, encoder:
     )
     documents = make_documents(1200, seed=31, prefix="storm")
     stats = ingest(documents, encoder=encoder, backend=backend, batch_size=32, writers=4, run_dir=tmp_path)
-    ids = [d.id for d in documents]
-    clean = dict(zip(ids, encoder.encode_documents([d.text for d in documents]), strict=True))
-    verdict = check(read_opensearch(tiny_queue_node, name), sent=ids, acknowledged=ids, expected=clean)
+    verdict = check_opensearch_index(tiny_queue_node, name, documents, encoder)
     print(f"\n429 storm: {verdict}; retries {stats.retries}, stale {stats.stale}, {stats.elapsed_s:.1f}s")
     assert stats.retries > 0, "the node never answered 429: the fault was not produced"
-    assert verdict.clean and verdict.present == len(ids), verdict
-    assert stats.written + stats.stale == len(ids) and stats.dead_lettered == 0
+    assert verdict.clean and verdict.present == len(documents), verdict
+    assert stats.written + stats.stale == len(documents) and stats.dead_lettered == 0
     backend.close()

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from checker import check, read_opensearch
+from checker import check_opensearch_index
 from faultkit import make_documents
 from proxy import FaultProxy
 
@@ -39,10 +39,8 @@ def _backend(proxy: FaultProxy, name: str) -> OpenSearchBackend:
 
 
 def _check(opensearch_url: str, name: str, documents: list[Any], encoder: Any) -> None:
-    ids = [d.id for d in documents]
-    clean = dict(zip(ids, encoder.encode_documents([d.text for d in documents]), strict=True))
-    verdict = check(read_opensearch(opensearch_url, name), sent=ids, acknowledged=ids, expected=clean)
-    assert verdict.clean and verdict.present == len(ids), verdict
+    verdict = check_opensearch_index(opensearch_url, name, documents, encoder)
+    assert verdict.clean and verdict.present == len(documents), verdict
 
 
 @pytest.mark.parametrize("fault", ["reset_connections", "truncate_connections", "latency"])

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from checker import check, read_opensearch
+from checker import check_opensearch_index
 from faultkit import Node, make_documents
 
 from sparsebridge.backends import ClusterTarget, OpenSearchBackend, Refresh, RetryPolicy
@@ -67,12 +67,10 @@ def _verify(node: Node, outcome: dict[str, Any], encoder: Any) -> IngestStats:
     assert "error" not in outcome, outcome.get("error")
     stats: IngestStats = outcome["stats"]
     documents = outcome["documents"]
-    ids = [d.id for d in documents]
-    clean = dict(zip(ids, encoder.encode_documents([d.text for d in documents]), strict=True))
-    verdict = check(read_opensearch(node.url, outcome["name"]), sent=ids, acknowledged=ids, expected=clean)
+    verdict = check_opensearch_index(node.url, outcome["name"], documents, encoder)
     print(f"\n{verdict}; retries {stats.retries}, stale {stats.stale}, {stats.elapsed_s:.1f}s")
-    assert verdict.clean and verdict.present == len(ids), verdict
-    assert stats.written + stats.stale == len(ids)
+    assert verdict.clean and verdict.present == len(documents), verdict
+    assert stats.written + stats.stale == len(documents)
     outcome["backend"].client.indices.delete(index=outcome["name"])
     outcome["backend"].close()
     return stats

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checker import check, read_opensearch, read_qdrant
+from checker import check, check_opensearch_index, read_opensearch, read_qdrant
 from faultkit import make_documents
 
 from sparsebridge.backends import (
@@ -115,9 +115,7 @@ def test_poison_documents_alone_reach_the_dead_letters_and_are_never_retried(
     assert all("immense term" in d["reason"] for d in letters)
     assert [sent[point_id(d.id)] for d in poison] == [1] * 5  # never retried
     assert stats.written == 400 and stats.dead_lettered == 5
-    ids = [d.id for d in good]
-    clean = dict(zip(ids, encoder.encode_documents([d.text for d in good]), strict=True))
-    verdict = check(read_opensearch(opensearch_url, name), sent=ids, acknowledged=ids, expected=clean)
+    verdict = check_opensearch_index(opensearch_url, name, good, encoder)
     assert verdict.clean and verdict.present == 400, verdict
     backend.client.indices.delete(index=name)
     backend.close()
@@ -140,9 +138,7 @@ def test_an_index_write_block_fails_fast_and_names_the_block(
     assert elapsed < 15, f"took {elapsed:.1f}s: not a fail-fast"
     assert json.loads((run_dir / "checkpoint.json").read_text())["position"] == 0
     _put(opensearch_url, f"/{name}/_settings", {"index.blocks.write": False})
-    ids = [d.id for d in first]
-    clean = dict(zip(ids, encoder.encode_documents([d.text for d in first]), strict=True))
-    verdict = check(read_opensearch(opensearch_url, name), sent=ids, acknowledged=ids, expected=clean)
+    verdict = check_opensearch_index(opensearch_url, name, first, encoder)
     assert verdict.clean and verdict.present == 100, verdict
     backend.client.indices.delete(index=name)
     backend.close()
