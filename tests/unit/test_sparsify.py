@@ -48,32 +48,34 @@ def test_to_sparse_vectors_prunes_and_keeps_row_order() -> None:
     assert c.as_dict() == pytest.approx({0: 0.3})
 
 
-def test_screened_head_is_exact_where_positive_and_zero_elsewhere() -> None:
-    from sparsebridge.encoder.sparsify import splade_max_logits_screened
+@pytest.mark.parametrize(("padded", "chunk_tokens"), [(True, 16), (True, 1000), (False, 20)])
+def test_screened_head_is_exact_where_positive_and_zero_elsewhere(padded: bool, chunk_tokens: int) -> None:
+    from sparsebridge.encoder.sparsify import QuantizedProjection, splade_max_logits_screened
 
     torch.manual_seed(1)
-    hidden = torch.randn(6, 11, 32) * 3
     weight = torch.randn(400, 32) / 4
-    lengths = torch.tensor([11, 7, 1, 4, 9, 2])
+    projection = QuantizedProjection.create(weight)
+    if projection is None:
+        pytest.skip("no oneDNN int8 matmul with VNNI on this CPU")
+    hidden = torch.randn(6, 11, 32) * 3 + torch.linspace(-4, 8, 32)  # a shared component, as in BERT
+    lengths = torch.tensor([11, 7, 1, 4, 9, 2] if padded else [11] * 6)
     mask = torch.arange(11)[None, :] < lengths[:, None]
     hidden[~mask] = 50.0
     exact = splade_max_logits(hidden, mask, weight, None, chunk_tokens=16)
-    # a bias that puts many max logits within bf16 error of zero: the hard case for the screen
+    # a bias that puts many max logits within int8 error of zero (the hard case for the screen),
+    # and the rest of the vocabulary far below zero (the common case, which it must rule out)
     bias = -exact.median(dim=0).values + torch.randn(400) * 1e-3
+    bias[200:] = -exact[:, 200:].amax(dim=0) - 3.0
     exact = exact + bias
     screened = splade_max_logits_screened(
-        hidden,
-        mask,
-        weight,
-        weight.to(torch.bfloat16),
-        torch.linalg.vector_norm(weight, dim=1),
-        bias,
-        chunk_tokens=16,
+        hidden, mask if padded else None, weight, bias, projection, chunk_tokens=chunk_tokens
     )
     positive = exact > 0
     assert 0 < int(positive.sum()) < positive.numel()
     torch.testing.assert_close(screened[positive], exact[positive], rtol=0, atol=1e-5)
     assert torch.all(screened[~positive] <= 0)
+    # far below zero: screened out (a row's finite ones there are its share of the padding columns)
+    assert torch.isinf(screened[:, 200:]).float().mean() > 0.5
     torch.testing.assert_close(
         splade_activation(screened, double_log=False), splade_activation(exact, double_log=False)
     )

@@ -23,6 +23,7 @@ from sparsebridge.encoder import triton_head
 from sparsebridge.encoder.batching import plan_batches, prefetch, tokenized_batches, tokenizer_pool
 from sparsebridge.encoder.extract import SparseExtractor
 from sparsebridge.encoder.sparsify import (
+    QuantizedProjection,
     pad_with_first_token,
     splade_activation,
     splade_max_logits,
@@ -73,7 +74,7 @@ class Encoder:
 
     Args:
         model: A loaded sentence-transformers ``SparseEncoder`` (see :meth:`load`).
-        token_budget: Most padded tokens per batch (default 65536 on CUDA, 16384 on CPU).
+        token_budget: Most padded tokens per batch (default 65536 on CUDA, 8192 on CPU).
         max_batch_size: Most texts per batch (default 1024 on CUDA, 256 on CPU).
         head_chunk_tokens: Tokens whose logits are materialised at once by the unfused head.
         fast_path: Use the SPLADE fast path when the model allows it.
@@ -97,7 +98,7 @@ class Encoder:
         fused_head: bool = True,
     ) -> None:
         cuda = model.device.type == "cuda"
-        token_budget = token_budget or (65536 if cuda else 16384)
+        token_budget = token_budget or (65536 if cuda else 8192)
         max_batch_size = max_batch_size or (1024 if cuda else 256)
         if token_budget <= 0 or max_batch_size <= 0:
             raise ValueError("token_budget and max_batch_size must be positive")
@@ -115,7 +116,6 @@ class Encoder:
         self._pool_lock = threading.Lock()
         self._replicas: list[Encoder] = []
         self._pool_owner: Encoder | None = None
-        self._head_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._vocab: list[str] | None = None
         self._token_ids: dict[str, int] | None = None
 
@@ -346,7 +346,7 @@ class Encoder:
         )
         weight = mlm.decoder.weight
         bias = mlm.decoder.bias
-        head = self._screened_head()
+        screen = self._screen
         fused = self.fused_head and self.device.type == "cuda" and triton_head.available(self.device)
         with _output_projection_removed(mlm):
             for batch in prefetch(host_batches, depth=4):
@@ -360,9 +360,9 @@ class Encoder:
                 hidden = mlm.hf_model(
                     input_ids=ids_t, attention_mask=None if mask_t is None else mask_t.long()
                 ).logits
-                if head is not None:
+                if screen is not None:
                     pooled = splade_max_logits_screened(
-                        hidden, mask_t, weight, *head, bias, chunk_tokens=self.head_chunk_tokens
+                        hidden, mask_t, weight, bias, screen, chunk_tokens=self.head_chunk_tokens
                     )
                 elif fused:
                     padded = pad_with_first_token(hidden, mask_t)
@@ -397,21 +397,10 @@ class Encoder:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor
 
-    def _screened_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """bf16 copy and row norms of the output projection, when the bf16 screen pays off.
-
-        That is a float32 model on a CPU with native bf16 dot products (AVX512-BF16 or AMX);
-        elsewhere the plain float32 head runs.
-        """
-        mlm = self._mlm
-        if mlm is None or self.device.type != "cpu" or mlm.decoder.weight.dtype != torch.float32:
-            return None
-        if not _cpu_has_native_bf16():
-            return None
-        if self._head_cache is None:
-            weight = mlm.decoder.weight.detach()
-            self._head_cache = (weight.to(torch.bfloat16), torch.linalg.vector_norm(weight, dim=1))
-        return self._head_cache
+    @functools.cached_property
+    def _screen(self) -> QuantizedProjection | None:
+        """The int8 copy of the output projection, on CPUs where the int8 screen applies."""
+        return None if self._mlm is None else QuantizedProjection.create(self._mlm.decoder.weight)
 
     def _generic_batches(self, texts: list[str], task: Task) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         from sentence_transformers.util import batch_to_device
@@ -425,17 +414,6 @@ class Encoder:
             batch = [texts[i] for i in positions.tolist()]
             features = batch_to_device(self.model.preprocess(batch, task=task.value), self.device)
             yield positions, self.model(features, task=task.value)["sentence_embedding"]
-
-
-@functools.cache
-def _cpu_has_native_bf16() -> bool:
-    """True on Linux CPUs that advertise AVX512-BF16 or AMX-BF16."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _checked_texts(texts: Sequence[str]) -> list[str]:
