@@ -99,7 +99,12 @@ def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, 
     from sparsebridge.encoder.batching import tokenized_batches
     from sparsebridge.encoder.core import _attention_without_cudnn, _output_projection_removed
     from sparsebridge.encoder.extract import SparseExtractor
-    from sparsebridge.encoder.sparsify import pad_with_first_token, splade_activation, splade_max_logits
+    from sparsebridge.encoder.sparsify import (
+        pad_with_first_token,
+        splade_activation,
+        splade_max_logits,
+        splade_max_logits_screened,
+    )
 
     mlm = encoder._mlm
     tokenize = functools.partial(
@@ -146,6 +151,13 @@ def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, 
                      for h, (_, m) in zip(hidden, on_device, strict=True)],
             device,
         )  # fmt: skip
+        screen, chunk = encoder._screen, encoder.head_chunk_tokens
+        if screen is not None:  # the CPU int8 screen, as the encoder runs it there
+            stages["head_int8_screen"], pooled = timed(
+                lambda: [splade_max_logits_screened(h, m, weight, bias, screen, chunk_tokens=chunk)
+                         for h, (_, m) in zip(hidden, on_device, strict=True)],
+                device,
+            )  # fmt: skip
         dense = [splade_activation(p, double_log=False) for p in pooled]
 
         def extract() -> int:
