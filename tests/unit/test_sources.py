@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from sparsebridge.errors import InputError
-from sparsebridge.ingest import JsonlSource, check_source
+from sparsebridge.ingest import BadInput, CsvSource, JsonlSource, check_source
+from sparsebridge.types import Document
 
 
 def write(tmp_path: Path, content: bytes) -> Path:
@@ -77,3 +78,36 @@ def test_check_source_caps_errors(tmp_path: Path) -> None:
     path = write(tmp_path, b"{bad\n" * 50)
     _, errors = check_source(JsonlSource(path), max_errors=5)
     assert len(errors) == 5
+
+
+def test_csv_with_a_bom_reads_its_header_and_lines_are_file_lines(tmp_path: Path) -> None:
+    path = tmp_path / "docs.csv"
+    # a BOM first, as spreadsheet "CSV UTF-8" exports write it
+    path.write_bytes(b'\xef\xbb\xbfid,text\n1,fine\n2,\n\n3,"two\nlines"\n4,\n5,a,extra\n')
+    items = list(CsvSource(path).items())
+    assert [(type(i).__name__, i.line if isinstance(i, BadInput) else i.id) for i in items] == [
+        ("Document", "1"),
+        ("BadInput", 3),  # the header is line 1, the first data row line 2
+        ("Document", "3"),  # a quoted field spans lines 5-6; line 4 is blank
+        ("BadInput", 7),
+        ("BadInput", 8),
+    ]
+    assert [i.type for i in items if isinstance(i, BadInput)] == ["empty_text", "empty_text", "malformed"]
+
+
+def test_jsonl_with_a_utf8_bom_reads_its_first_line(tmp_path: Path) -> None:
+    path = write(tmp_path, b'\xef\xbb\xbf{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n')
+    assert [d.id for d in JsonlSource(path)] == ["a", "b"]
+
+
+def test_duplicate_keys_in_a_json_line_are_bad_input(tmp_path: Path) -> None:
+    path = write(tmp_path, b'{"id": "a", "text": "x"}\n{"id": "b", "text": "y", "text": "z"}\n')
+    [good, bad] = list(JsonlSource(path).items())
+    assert isinstance(good, Document)
+    assert isinstance(bad, BadInput) and (bad.type, bad.line) == ("duplicate_key", 2)
+    assert "duplicate key 'text'" in bad.reason
+    count, errors = check_source(JsonlSource(path))
+    assert count == 1 and "duplicate key 'text'" in str(errors[0])
+    nested = write(tmp_path, b'{"id": "a", "text": "x", "meta": {"k": 1, "k": 2}}\n')
+    [item] = list(JsonlSource(nested).items())
+    assert isinstance(item, BadInput) and item.type == "duplicate_key"

@@ -35,9 +35,9 @@ __all__ = [
 class BadInput:
     """An input row that cannot become a document.
 
-    ``type`` is a short machine name (``malformed``, ``invalid_utf8``, ``not_object``,
-    ``missing_id``, ``empty_id``, ``missing_text``, ``empty_text``, ``bad_metadata``), ``reason``
-    the human message; ``id`` is the row's id when it could be read.
+    ``type`` is a short machine name (``malformed``, ``invalid_utf8``, ``duplicate_key``,
+    ``not_object``, ``missing_id``, ``empty_id``, ``missing_text``, ``empty_text``,
+    ``bad_metadata``), ``reason`` the human message; ``id`` is the row's id when it could be read.
     """
 
     type: str
@@ -167,8 +167,12 @@ class JsonlSource:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             return BadInput("invalid_utf8", f"invalid UTF-8 at byte {e.start}", source=source, line=number)
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # a byte order mark
         try:
-            row = json.loads(text, parse_constant=_reject_constant)
+            row = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as e:
+            return BadInput("duplicate_key", str(e), source=source, line=number)
         except (json.JSONDecodeError, ValueError) as e:
             return BadInput("malformed", f"malformed JSON: {e}", source=source, line=number)
         return fields.item(row, source, number)
@@ -176,7 +180,7 @@ class JsonlSource:
 
 @dataclass(frozen=True)
 class CsvSource:
-    """Documents in a CSV file with a header row (UTF-8); every value is a string.
+    """Documents in a CSV file with a header row (UTF-8, with or without a BOM); every value is a string.
 
     Example:
         >>> [d.text for d in CsvSource(Path("docs.csv"))]  # doctest: +SKIP
@@ -193,13 +197,15 @@ class CsvSource:
         return _raise_first(self.items())
 
     def items(self) -> Iterator[Document | BadInput]:
-        """Every data row, in file order (``line`` is the row's first physical line)."""
+        """Every data row, in file order (``line`` is the file line where the row starts)."""
         source = str(self.path)
         fields = _Fields(self.id_field, self.text_field, self.metadata_fields)
-        with _open(self.path, "r", encoding="utf-8", newline="", errors="strict") as handle:
-            reader = csv.DictReader(handle)
+        # utf-8-sig: spreadsheet "CSV UTF-8" exports start with a byte order mark
+        with _open(self.path, "r", encoding="utf-8-sig", newline="", errors="strict") as handle:
+            reader = csv.reader(handle)
+            header: list[str] | None = None
             while True:
-                line = reader.line_num + 1
+                line = reader.line_num + 1  # blank lines are skipped below, so this is where the row starts
                 try:
                     row = next(reader)
                 except StopIteration:
@@ -210,10 +216,16 @@ class CsvSource:
                 except csv.Error as e:
                     yield BadInput("malformed", f"malformed CSV: {e}", source=source, line=line)
                     continue
-                if None in row:  # more values than header fields
+                if not row:
+                    continue
+                if header is None:
+                    header = row
+                    continue
+                if len(row) > len(header):
                     yield BadInput("malformed", "more values than header fields", source=source, line=line)
                     continue
-                yield fields.item(row, source, line)
+                values: list[str | None] = [*row, *[None] * (len(header) - len(row))]
+                yield fields.item(dict(zip(header, values, strict=True)), source, line)
 
 
 @dataclass(frozen=True)
@@ -301,6 +313,20 @@ def open_source(
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (plain ``json`` keeps the last one silently)."""
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise _DuplicateKey(f"duplicate key {key!r} in a JSON object")
+        row[key] = value
+    return row
 
 
 def check_source(source: JsonlSource, *, max_errors: int = 20) -> tuple[int, list[InputError]]:
