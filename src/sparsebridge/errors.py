@@ -5,6 +5,7 @@
     SparsebridgeError                 base of everything raised on purpose
     ├── MissingExtraError             an optional dependency is not installed (names the extra)
     ├── ModelLoadError                the model name or path cannot be loaded
+    ├── ModelOutputError              the model produced NaN or Inf (names the ``model``)
     ├── InputError                    bad user input; carries ``source`` and ``line`` when known
     │   └── DeadLetterLimitError      an ingest dead-lettered more than its allowed fraction
     └── BackendError                  a search engine refused or failed; carries ``backend``,
@@ -37,6 +38,7 @@ __all__ = [
     "ItemFailure",
     "MissingExtraError",
     "ModelLoadError",
+    "ModelOutputError",
     "SchemaMismatchError",
     "SparsebridgeError",
 ]
@@ -57,6 +59,17 @@ class MissingExtraError(SparsebridgeError, ImportError):
 
 class ModelLoadError(SparsebridgeError):
     """The model could not be loaded (unknown hub name, bad local path, offline without a cache)."""
+
+
+class ModelOutputError(SparsebridgeError):
+    """The model's output holds NaN or Inf; the message names the ``model`` and the likely causes."""
+
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+    def __reduce__(self) -> tuple[type[ModelOutputError], tuple[str, str]]:
+        return type(self), (str(self.args[0]), self.model)
 
 
 class InputError(SparsebridgeError, ValueError):
