@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sparsebridge.backends import DEFAULT_TARGET, RetryPolicy, open_backend
+from sparsebridge.backends import (
+    DEFAULT_TARGET,
+    Engine,
+    Refresh,
+    RetryPolicy,
+    Target,
+    open_backend,
+    parse_target,
+)
 from sparsebridge.errors import InputError, SparsebridgeError
 
 logger = logging.getLogger("sparsebridge")
@@ -82,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         "--run-number", type=_positive_int, help="version of every write (default: time in ms, monotonic)"
     )
     ingest.add_argument("--writers", type=_positive_int, default=2, help="concurrent writers (default 2)")
+    ingest.add_argument(
+        "--short-gil-switches",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="lower this process's GIL switch interval to 0.5 ms while ingesting, so that the encoder "
+        "takes the GIL back quickly from the writers (default on)",
+    )
     ingest.add_argument(
         "--max-dead-letter-fraction",
         type=_non_negative_float,
@@ -212,18 +227,19 @@ def _load_encoder(args: argparse.Namespace) -> Any:
     return Encoder.load(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
 
 
-def _open_target(args: argparse.Namespace, **options: Any) -> Any:
+def _open_target(args: argparse.Namespace, target: Target | None = None, **options: Any) -> Any:
+    """The backend of ``--to`` (or of ``target``), with the connection options that apply to it."""
+    target = target or parse_target(args.to)
     retry = RetryPolicy(max_total_seconds=max(args.max_retry_seconds, 0.001))
-    cluster = not args.to.startswith(("qdrant", "memory"))
-    if cluster:  # connection options; the Qdrant API key (QDRANT_API_KEY) is never sent elsewhere
+    if target.cluster:  # connection options; the Qdrant API key (QDRANT_API_KEY) is never sent elsewhere
         options.update(username=args.username, password=args.password, ca_certs=args.ca_certs)
         options.update(verify_certs=not args.no_verify_certs)
     if args.es_field_type is not None:
-        if not args.to.startswith("elasticsearch"):
+        if target.engine is not Engine.ELASTICSEARCH:
             raise ValueError("--es-field-type applies to elasticsearch:// targets only")
         options["field_type"] = args.es_field_type
-    api_key = args.api_key if args.to.startswith("qdrant") else None
-    return open_backend(args.to, api_key=api_key, retry=retry, **options)
+    api_key = args.api_key if target.engine is Engine.QDRANT else None
+    return open_backend(target, api_key=api_key, retry=retry, **options)
 
 
 def _checked_source(args: argparse.Namespace) -> tuple[Any, int]:
@@ -301,9 +317,7 @@ def _ingest(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args)
     dense = _load_dense(args)
     options: dict[str, Any] = {"dense_size": dense.dimension} if dense is not None else {}
-    if not args.to.startswith(("qdrant", "memory")):
-        from sparsebridge.backends import Refresh
-
+    if parse_target(args.to).cluster:
         # an acknowledged bulk is durable (translog) before it is searchable: no refresh per request
         options["refresh"] = Refresh.NONE
     backend = _open_target(args, idf=args.idf, **options)
@@ -334,6 +348,7 @@ def _ingest(args: argparse.Namespace) -> int:
                 writers=args.writers,
                 max_dead_letter_fraction=args.max_dead_letter_fraction,
                 handle_signals=True,
+                short_gil_switches=args.short_gil_switches,
             )
     finally:
         backend.close()
@@ -354,20 +369,16 @@ def _bench_ingest(args: argparse.Namespace) -> int:
 
     from sparsebridge.ingest.bench import bench_ingest
 
-    base, _, last = args.to.rstrip("/").rpartition("/")
-    if not base or args.to.startswith("memory"):
+    target = parse_target(args.to)
+    if target.name is None:
         raise ValueError(
             "bench ingest needs a target with an index or collection name, e.g. opensearch://HOST/INDEX"
         )
     stamp = time.strftime("%Y%m%d%H%M%S")
-    cluster = not args.to.startswith("qdrant")
 
     def backend_factory(phase: str) -> Any:
-        from sparsebridge.backends import Refresh
-
-        options: dict[str, Any] = {"refresh": Refresh.NONE} if cluster else {}
-        uri = f"{base}/{last}-{phase}-{stamp}"
-        return _open_target(argparse.Namespace(**{**vars(args), "to": uri}), **options)
+        options: dict[str, Any] = {"refresh": Refresh.NONE} if target.cluster else {}
+        return _open_target(args, target.renamed(f"{target.name}-{phase}-{stamp}"), **options)
 
     encoder = _load_encoder(args)
     result = bench_ingest(
@@ -417,7 +428,7 @@ def _fusion_options(parser: argparse.ArgumentParser) -> None:
         "--fusion",
         choices=["rrf", "dbsf", "minmax", "zscore", "sum"],
         default="rrf",
-        help="how legs are fused (default rrf); see README 'Hybrid search'",
+        help="how legs are fused (default rrf); see docs/hybrid.md",
     )
     parser.add_argument(
         "--rrf-k", type=int, default=60, help="RRF rank constant, 1-based ranks (default 60, the paper's)"

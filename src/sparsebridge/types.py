@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Document", "SearchHit", "SparseVector"]
+__all__ = ["Document", "SearchHit", "SparseVector", "check_dense"]
 
 IntArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float32]
@@ -161,3 +161,21 @@ class SearchHit:
     id: str
     score: float
     payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+def check_dense(vector: object, *, what: str = "dense vector") -> npt.NDArray[np.float32]:
+    """Return ``vector`` as a read-only 1-D finite float32 array with at least one non-zero value.
+
+    Raises:
+        ValueError: It is not 1-D, is empty, holds NaN/infinity, or is all zeros (no direction,
+            so cosine similarity is undefined).
+    """
+    array = np.array(vector, dtype=np.float32)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {array.shape}")
+    if not bool(np.all(np.isfinite(array))):
+        raise ValueError(f"{what} must be finite (no NaN or infinity)")
+    if not bool(np.any(array)):
+        raise ValueError(f"{what} is all zeros (cosine similarity is undefined)")
+    array.setflags(write=False)
+    return array

@@ -14,36 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsebridge.backends import (
-    Backend,
-    ClusterTarget,
-    ElasticsearchBackend,
-    FieldType,
-    OpenSearchBackend,
-    QdrantBackend,
-    QdrantTarget,
-    RetryPolicy,
-)
-from sparsebridge.backends.cluster import ErrorInfo
+from es_on_opensearch import es_bodies_on_opensearch as es_backend_on_opensearch
+from sparsebridge.backends import Backend, ClusterTarget, FieldType, QdrantBackend, QdrantTarget, RetryPolicy
 
 FAST_FAIL = RetryPolicy(max_attempts=1, max_total_seconds=1)
-
-
-class EsBodiesOnOpenSearch(ElasticsearchBackend):
-    """The Elasticsearch adapter (its bodies, bulk loop and response parsing) on an OpenSearch client.
-
-    Only the client boundary differs: the server-version check (OpenSearch is no Elasticsearch)
-    and the client's error type.
-    """
-
-    def _new_client(self) -> Any:
-        return OpenSearchBackend._new_client(self)  # type: ignore[arg-type]
-
-    def _prepare(self) -> None:
-        return None
-
-    def _error_info(self, error: BaseException) -> ErrorInfo | None:
-        return OpenSearchBackend._error_info(self, error)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -96,4 +70,4 @@ SCHEMA_BACKENDS = BACKENDS[1:]  # the in-memory reference has no schema
 
 def es_bodies_on_opensearch(url: str) -> Harness:
     """The Elasticsearch adapter's ``rank_features`` path against the live OpenSearch node."""
-    return cluster_harness("es", EsBodiesOnOpenSearch, url, field_type=FieldType.RANK_FEATURES)
+    return cluster_harness("es", es_backend_on_opensearch, url, field_type=FieldType.RANK_FEATURES)

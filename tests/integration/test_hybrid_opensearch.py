@@ -21,16 +21,15 @@ from typing import Any
 
 import pytest
 
+from es_on_opensearch import es_bodies_on_opensearch
 from sparsebridge.backends import (
     ClusterTarget,
-    ElasticsearchBackend,
     FieldType,
     MemoryBackend,
     OpenSearchBackend,
     Record,
 )
-from sparsebridge.backends import cluster as cluster_module
-from sparsebridge.backends.cluster import ErrorInfo
+from sparsebridge.backends.lucene import adapter as cluster_module
 from sparsebridge.encoder import Encoder
 from sparsebridge.errors import BackendError, InputError
 from sparsebridge.eval import BeirDataset, EvalReport, load_beir, run_eval
@@ -44,19 +43,6 @@ QUANTIZATION = 2**-8  # one stored rank_features value's worst relative error (9
 # The documented bound on |backend - exact| per metric for rank_features backends: the stored
 # values move scores by at most QUANTIZATION (relative), which can only swap near-ties.
 METRIC_BOUND = 0.01
-
-
-class EsBodiesOnOpenSearch(ElasticsearchBackend):
-    """The Elasticsearch adapter (bodies, _msearch lines, parsing) on an OpenSearch client."""
-
-    def _new_client(self) -> Any:
-        return OpenSearchBackend._new_client(self)  # type: ignore[arg-type]
-
-    def _prepare(self) -> None:
-        return None
-
-    def _error_info(self, error: BaseException) -> ErrorInfo | None:
-        return OpenSearchBackend._error_info(self, error)  # type: ignore[arg-type]
 
 
 def unique(prefix: str) -> str:
@@ -224,7 +210,7 @@ def test_elasticsearch_adapter_search_side_on_the_same_node(
     texts: list[str],
 ) -> None:
     backend, _ = evaluated
-    es = EsBodiesOnOpenSearch(
+    es = es_bodies_on_opensearch(
         ClusterTarget(backend.target.index, url=opensearch_url), field_type=FieldType.RANK_FEATURES
     )
     try:

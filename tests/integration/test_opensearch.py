@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sparsebridge.backends import ClusterTarget, OpenSearchBackend, Record, RetryPolicy
-from sparsebridge.backends.rank_features import feature_name, index_body
+from sparsebridge.backends.lucene.bodies import feature_name, index_body
 from sparsebridge.encoder import Encoder
 from sparsebridge.errors import BackendError, BulkWriteError
 from sparsebridge.types import Document, SparseVector

@@ -60,7 +60,7 @@ def test_real_429s_are_retried_until_every_document_is_in_exactly_once(
         except BaseException as e:
             errors.append(e)
 
-    caplog.set_level(logging.INFO, logger="sparsebridge.backends.bulk")
+    caplog.set_level(logging.INFO, logger="sparsebridge.backends.lucene.bulk")
     threads = [threading.Thread(target=writer, args=(b,)) for b in batches]
     for t in threads:
         t.start()

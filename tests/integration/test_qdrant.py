@@ -106,7 +106,7 @@ def test_points_sent_to_a_server_are_valid_upsert_bodies(encoded: list[Record]) 
     from qdrant_client.http.api.points_api import jsonable_encoder  # what upsert_points sends
 
     from sparsebridge.backends.base import point_id, stored_payload
-    from sparsebridge.backends.qdrant import _older_than
+    from sparsebridge.backends.qdrant.adapter import _older_than
 
     backend = QdrantBackend(QdrantTarget("docs", url="http://127.0.0.1:9"), dense_size=2)
     dense = np.array([0.6, 0.8], dtype=np.float32)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from sparsebridge.backends.bulk import BulkItem, ItemResult, RequestFailure, bulk_write, chunks
+from sparsebridge.backends.lucene.bulk import BulkItem, ItemResult, RequestFailure, bulk_write, chunks
 from sparsebridge.backends.retry import RetryPolicy
 from sparsebridge.errors import BackendError, BackendUnavailableError, BulkWriteError
 

@@ -22,12 +22,12 @@ from sparsebridge.backends import (
     OpenSearchBackend,
     Record,
 )
-from sparsebridge.backends.bulk import ItemResult
+from sparsebridge.backends.elasticsearch import bodies as es
+from sparsebridge.backends.lucene.bulk import ItemResult
 from sparsebridge.backends.opensearch import OpenSearchHybrid
+from sparsebridge.backends.opensearch import bodies as os_
 from sparsebridge.errors import InputError
 from sparsebridge.query import Fusion, FusionMethod, HybridQuery
-from sparsebridge.query import elasticsearch as es
-from sparsebridge.query import opensearch as os_
 from sparsebridge.types import Document, SparseVector
 
 SPARSE = SparseVector.from_dict({7: 0.5, 3: 1.25})

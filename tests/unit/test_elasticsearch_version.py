@@ -17,7 +17,7 @@ import pytest
 
 from sparsebridge.backends import ClusterTarget, ElasticsearchBackend, FieldType, open_backend
 from sparsebridge.backends.elasticsearch import check_server_version
-from sparsebridge.backends.rank_features import index_body
+from sparsebridge.backends.lucene.bodies import index_body
 from sparsebridge.errors import BackendError
 
 CLIENT = elasticsearch.__versionstr__

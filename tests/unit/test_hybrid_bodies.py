@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from sparsebridge.backends import QdrantBackend, QdrantTarget, Record
+from sparsebridge.backends.elasticsearch import bodies as es
+from sparsebridge.backends.lucene import bodies
+from sparsebridge.backends.opensearch import bodies as os_
+from sparsebridge.backends.qdrant.bodies import hybrid_request, is_native, leg_requests
 from sparsebridge.errors import InputError
 from sparsebridge.query import Fusion, FusionMethod, HybridQuery
-from sparsebridge.query import elasticsearch as es
-from sparsebridge.query import opensearch as os_
-from sparsebridge.query.qdrant import hybrid_request, is_native, leg_requests
 from sparsebridge.types import Document, SparseVector
 
 SPARSE = SparseVector.from_dict({7: 0.5, 3: 1.25})
@@ -71,7 +72,7 @@ def test_qdrant_native_only_where_the_definitions_coincide() -> None:
 
 
 def test_opensearch_hybrid_and_pipelines() -> None:
-    legs = [SPARSE_CLAUSE, os_.knn_clause([0.5, 0.25], k=50), os_.match_clause("red planet")]
+    legs = [SPARSE_CLAUSE, os_.knn_clause([0.5, 0.25], k=50), bodies.match_clause("red planet")]
     assert os_.hybrid_body(legs, size=10) == {
         "size": 10,
         "query": {
@@ -156,7 +157,7 @@ def test_elasticsearch_free_weighted_bool_knn_and_msearch() -> None:
     body = es.weighted_bool_knn_body(
         size=10,
         sparse=SPARSE_CLAUSE,
-        text=es.match_clause("red planet"),
+        text=bodies.match_clause("red planet"),
         knn=es.knn_section([0.5, 0.25], k=50),
         weights=[1.0, 0.5, 2.0],
     )
@@ -172,7 +173,7 @@ def test_elasticsearch_free_weighted_bool_knn_and_msearch() -> None:
             }
         },
     }
-    assert es.msearch_body("docs", [es.match_clause("red"), KNN], size=50) == [
+    assert es.msearch_body("docs", [bodies.match_clause("red"), KNN], size=50) == [
         {"index": "docs"},
         {"size": 50, "query": {"match": {"text": {"query": "red"}}}},
         {"index": "docs"},

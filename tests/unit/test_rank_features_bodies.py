@@ -14,7 +14,7 @@ from sparsebridge.backends import (
     OpenSearchBackend,
     OpenSearchQuery,
 )
-from sparsebridge.backends import rank_features as bodies
+from sparsebridge.backends.lucene import bodies
 from sparsebridge.errors import InputError
 from sparsebridge.types import Document, SparseVector
 

@@ -1,16 +1,12 @@
-"""Backends: the sink protocol, one module per engine, and ``open_backend`` for target URIs.
+"""Backends: the sink protocol, one package per engine, and ``open_backend`` for target URIs.
 
-Target URIs:
+Layout: :mod:`.base` (the protocol and the record), :mod:`.memory` (the exact reference),
+:mod:`.qdrant`, :mod:`.lucene` (what OpenSearch and Elasticsearch share), :mod:`.opensearch`,
+:mod:`.elasticsearch` (each with its pure ``bodies`` and its ``adapter``), :mod:`.retry` (one
+failure classification for every engine) and :mod:`.targets` (URI parsing; the schemes are listed
+there).
 
-- ``qdrant+local://PATH/COLLECTION``: embedded Qdrant storing in directory ``PATH`` (the default).
-- ``qdrant://HOST:PORT/COLLECTION`` (``qdrant+https://`` for TLS): a Qdrant server.
-- ``opensearch://HOST:PORT/INDEX`` (``opensearch+https://`` for TLS): an OpenSearch index
-  (``rank_features``); default port 9200.
-- ``elasticsearch://HOST:PORT/INDEX`` (``elasticsearch+https://`` for TLS): an Elasticsearch index
-  (``sparse_vector`` from 8.15 on, else ``rank_features``; ``field_type=`` to choose); default port 9200.
-- ``memory://``: the exact in-memory reference (lives only as long as the process).
-
-Connection options for the two cluster schemes (``username``, ``password``, ``ca_certs``,
+Connection options for the cluster schemes (``username``, ``password``, ``ca_certs``,
 ``verify_certs``) are keyword arguments of :func:`open_backend`; any other keyword goes to the
 backend's constructor.
 """
@@ -18,23 +14,24 @@ backend's constructor.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from sparsebridge.backends.base import Backend, Record, point_id
-from sparsebridge.backends.cluster import ClusterTarget, Refresh
 from sparsebridge.backends.elasticsearch import ElasticsearchBackend
+from sparsebridge.backends.lucene import ClusterTarget, FieldType, LuceneBackend, Refresh
 from sparsebridge.backends.memory import MemoryBackend
 from sparsebridge.backends.opensearch import OpenSearchBackend, OpenSearchHybrid, OpenSearchQuery
 from sparsebridge.backends.qdrant import QdrantBackend, QdrantTarget
-from sparsebridge.backends.rank_features import FieldType
 from sparsebridge.backends.retry import RetryPolicy
+from sparsebridge.backends.targets import Engine, Target, parse_target
 
 __all__ = [
     "DEFAULT_TARGET",
     "Backend",
     "ClusterTarget",
     "ElasticsearchBackend",
+    "Engine",
     "FieldType",
+    "LuceneBackend",
     "MemoryBackend",
     "OpenSearchBackend",
     "OpenSearchHybrid",
@@ -44,22 +41,17 @@ __all__ = [
     "Record",
     "Refresh",
     "RetryPolicy",
+    "Target",
     "open_backend",
+    "parse_target",
     "point_id",
 ]
 
 DEFAULT_TARGET = "qdrant+local://.sparsebridge/qdrant/docs"
-_CLUSTER_SCHEMES = {
-    "opensearch": (OpenSearchBackend, "http"),
-    "opensearch+https": (OpenSearchBackend, "https"),
-    "elasticsearch": (ElasticsearchBackend, "http"),
-    "elasticsearch+https": (ElasticsearchBackend, "https"),
-}
-_CONNECTION_OPTIONS = ("username", "password", "ca_certs", "verify_certs")
 
 
 def open_backend(
-    uri: str,
+    target: str | Target,
     *,
     api_key: str | None = None,
     username: str | None = None,
@@ -71,7 +63,7 @@ def open_backend(
     """Build the backend a target URI names (no I/O happens until it is used).
 
     Args:
-        uri: The target (see the module docstring for the schemes).
+        target: The target URI (see :mod:`sparsebridge.backends.targets`), or one already parsed.
         api_key: Qdrant server or Elasticsearch API key.
         username: OpenSearch/Elasticsearch basic-auth user (with ``password``).
         password: OpenSearch/Elasticsearch basic-auth password.
@@ -86,54 +78,26 @@ def open_backend(
         >>> open_backend("opensearch://localhost:9200/docs").target.index
         'docs'
     """
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        raise ValueError(f"target {uri!r} is not a URI like qdrant://host:6333/collection")
+    parsed = target if isinstance(target, Target) else parse_target(target)
     connection = {"username": username, "password": password, "ca_certs": ca_certs}
-    if scheme in _CLUSTER_SCHEMES:
-        backend_class, http = _CLUSTER_SCHEMES[scheme]
+    if parsed.cluster:
+        assert parsed.name is not None and parsed.url is not None
         if options.pop("idf", False):
             raise ValueError("the IDF modifier is a Qdrant option")
-        index = _host_port_path(uri, scheme, rest, default_port=9200, what="INDEX")
-        target = ClusterTarget(
-            index[2],
-            url=f"{http}://{index[0]}:{index[1]}",
-            api_key=api_key,
-            verify_certs=verify_certs,
-            **connection,
+        cluster = ClusterTarget(
+            parsed.name, url=parsed.url, api_key=api_key, verify_certs=verify_certs, **connection
         )
-        result: Backend = backend_class(target, **options)
-        return result
+        if parsed.engine is Engine.OPENSEARCH:
+            return OpenSearchBackend(cluster, **options)
+        return ElasticsearchBackend(cluster, **options)
     given = [name for name, value in connection.items() if value is not None]
     if given or not verify_certs:
         raise ValueError(
             f"{', '.join(given) or 'verify_certs'} applies to opensearch/elasticsearch targets only"
         )
-    if scheme == "memory":
+    if parsed.engine is Engine.MEMORY:
         return MemoryBackend()
-    if scheme == "qdrant+local":
-        directory, _, collection = rest.rstrip("/").rpartition("/")
-        if not directory or not collection:
-            raise ValueError(f"target {uri!r} must be qdrant+local://DIRECTORY/COLLECTION")
-        return QdrantBackend(QdrantTarget(collection, path=directory), **options)
-    if scheme in ("qdrant", "qdrant+https"):
-        host, port, collection = _host_port_path(uri, scheme, rest, default_port=6333, what="COLLECTION")
-        http = "https" if scheme == "qdrant+https" else "http"
-        url = f"{http}://{host}:{port}"
-        return QdrantBackend(QdrantTarget(collection, url=url, api_key=api_key), **options)
-    known = ", ".join(["qdrant+local", "qdrant", "qdrant+https", *_CLUSTER_SCHEMES, "memory"])
-    raise ValueError(f"unknown target scheme {scheme!r} in {uri!r} (known: {known})")
-
-
-def _host_port_path(
-    uri: str, scheme: str, rest: str, *, default_port: int, what: str
-) -> tuple[str, int, str]:
-    parts = urlsplit(f"http://{rest}")
-    name = parts.path.strip("/")
-    if not parts.hostname or not name or "/" in name or parts.query or parts.fragment:
-        raise ValueError(f"target {uri!r} must be {scheme}://HOST:PORT/{what}")
-    try:
-        port = parts.port or default_port
-    except ValueError as e:
-        raise ValueError(f"target {uri!r} has an invalid port") from e
-    return parts.hostname, port, name
+    assert parsed.engine is Engine.QDRANT and parsed.name is not None
+    if parsed.path is not None:
+        return QdrantBackend(QdrantTarget(parsed.name, path=parsed.path), **options)
+    return QdrantBackend(QdrantTarget(parsed.name, url=parsed.url, api_key=api_key), **options)

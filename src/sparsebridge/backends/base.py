@@ -5,16 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from sparsebridge.types import Document, SearchHit, SparseVector
-
-if TYPE_CHECKING:
-    from sparsebridge.query.fusion import Fusion
-    from sparsebridge.query.hybrid import HybridQuery
+from sparsebridge.query.fusion import Fusion
+from sparsebridge.query.hybrid import HybridQuery
+from sparsebridge.types import Document, SearchHit, SparseVector, check_dense
 
 __all__ = [
     "Backend",
@@ -62,8 +60,6 @@ class Record:
         ):
             raise ValueError(f"version must be a positive integer, got {self.version!r}")
         if self.dense is not None:
-            from sparsebridge.query.hybrid import check_dense
-
             dense = check_dense(self.dense, what=f"dense vector of document {self.document.id!r}")
             object.__setattr__(self, "dense", dense)
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sparsebridge.backends.base import Record, WriteStats, stored_payload
 from sparsebridge.backends.validation import check_k, check_query, check_records
-from sparsebridge.types import SearchHit, SparseVector
-
-if TYPE_CHECKING:
-    from sparsebridge.query.fusion import Fusion
-    from sparsebridge.query.hybrid import HybridQuery
+from sparsebridge.query.fusion import Fusion, fuse
+from sparsebridge.query.hybrid import HybridQuery, LegKind
+from sparsebridge.types import SearchHit, SparseVector, check_dense
 
 __all__ = ["MemoryBackend"]
 
@@ -84,8 +82,6 @@ class MemoryBackend:
         self, queries: Sequence[npt.NDArray[np.float32]], *, k: int = 10
     ) -> list[list[SearchHit]]:
         """Top-``k`` documents by exact cosine similarity for each dense query."""
-        from sparsebridge.query.hybrid import check_dense
-
         check_k(k)
         ids = list(self._dense)
         matrix = np.stack([self._dense[i] for i in ids]) if ids else np.zeros((0, 0))
@@ -109,8 +105,6 @@ class MemoryBackend:
         Raises:
             ValueError: A query has a BM25 leg (the reference has no full-text scoring).
         """
-        from sparsebridge.query.fusion import fuse
-
         check_k(k)
         return [fuse(self.exact_legs(query), fusion, limit=k) for query in queries]
 
@@ -124,8 +118,6 @@ class MemoryBackend:
         Raises:
             ValueError: The query has a BM25 leg and no ``text_leg`` is given.
         """
-        from sparsebridge.query.hybrid import LegKind
-
         legs: list[list[SearchHit]] = []
         for kind in query.legs:
             if kind is LegKind.SPARSE:

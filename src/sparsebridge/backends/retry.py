@@ -19,7 +19,7 @@ from tenacity import (
 
 from sparsebridge.errors import BackendUnavailableError
 
-__all__ = ["FailureKind", "RetryPolicy", "call_with_retry", "classify_failure"]
+__all__ = ["FailureKind", "RetryPolicy", "call_with_retry", "classify_failure", "is_retryable"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +64,11 @@ def classify_failure(status: int | None, error_type: str = "", reason: str = "")
     if status in _FATAL_STATUS:
         return FailureKind.FATAL
     return FailureKind.PERMANENT
+
+
+def is_retryable(kind: FailureKind) -> bool:
+    """Whether a failure of this kind is retried (with backoff, within the :class:`RetryPolicy`)."""
+    return kind in (FailureKind.TRANSIENT, FailureKind.BLOCKED)
 
 
 @dataclass(frozen=True)

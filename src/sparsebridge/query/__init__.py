@@ -1,7 +1,7 @@
-"""Queries as data: the hybrid query, client-side fusion, and pure per-engine body builders.
+"""Engine-neutral queries: the hybrid query and client-side fusion.
 
-``fusion`` holds the one definition of each fusion method; ``qdrant``, ``opensearch`` and
-``elasticsearch`` build request bodies (no I/O); executors live on the backends.
+``fusion`` holds the one definition of each fusion method; each engine's request bodies live in
+its backend package (``sparsebridge.backends.<engine>.bodies``).
 """
 
 from sparsebridge.query.fusion import Fusion, FusionMethod, fuse

@@ -9,7 +9,7 @@ Methods (``w_i`` is the weight of leg ``i``, 1.0 when no weights are given):
 - ``rrf``: ``score(d) = sum_i w_i / (k + rank_i(d))`` over the legs that contain ``d`` (the paper's
   Reciprocal Rank Fusion with 1-based ranks; with weights: weighted RRF). ``k`` is always explicit.
   Qdrant's server-side RRF computes ``1 / (rank / w + k_q - 1)``: for unweighted legs this is our
-  RRF with ``k = k_q - 1`` (see :func:`sparsebridge.query.qdrant.qdrant_rrf_k`); with weights the
+  RRF with ``k = k_q - 1`` (see :func:`sparsebridge.backends.qdrant.bodies.qdrant_rrf_k`); with weights the
   two definitions differ.
 - ``dbsf``: Distribution-Based Score Fusion, Qdrant's definition: each leg's scores are mapped
   with ``(s - (mean - 3 std)) / (6 std)`` (sample standard deviation, ``n - 1``; no clipping); a leg

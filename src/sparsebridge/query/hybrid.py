@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from sparsebridge.types import SparseVector
+from sparsebridge.types import SparseVector, check_dense
 
-__all__ = ["HybridQuery", "LegKind", "check_dense", "msearch_lines"]
+__all__ = ["HybridQuery", "LegKind"]
 
 
 class LegKind(str, Enum):
@@ -21,24 +19,6 @@ class LegKind(str, Enum):
     SPARSE = "sparse"
     DENSE = "dense"
     BM25 = "bm25"
-
-
-def check_dense(vector: object, *, what: str = "dense vector") -> npt.NDArray[np.float32]:
-    """Return ``vector`` as a read-only 1-D finite float32 array with at least one non-zero value.
-
-    Raises:
-        ValueError: It is not 1-D, is empty, holds NaN/infinity, or is all zeros (no direction,
-            so cosine similarity is undefined).
-    """
-    array = np.array(vector, dtype=np.float32)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {array.shape}")
-    if not bool(np.all(np.isfinite(array))):
-        raise ValueError(f"{what} must be finite (no NaN or infinity)")
-    if not bool(np.any(array)):
-        raise ValueError(f"{what} is all zeros (cosine similarity is undefined)")
-    array.setflags(write=False)
-    return array
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,18 +66,3 @@ class HybridQuery:
             (LegKind.BM25, self.text is not None),
         )
         return tuple(kind for kind, there in present if there)
-
-
-def msearch_lines(
-    index: str, bodies: Sequence[Mapping[str, Any]], *, source: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """``_msearch`` lines: a header naming ``index`` before each search body (shared by OpenSearch and ES).
-
-    With ``source``, each body asks only for those ``_source`` fields and no total hit count.
-    """
-    lines: list[dict[str, Any]] = []
-    for body in bodies:
-        lines.append({"index": index})
-        extra: dict[str, Any] = {} if source is None else {"track_total_hits": False, "_source": list(source)}
-        lines.append({**body, **extra})
-    return lines

@@ -1,8 +1,9 @@
-"""Pure request-body builders for the two Lucene engines (OpenSearch and Elasticsearch).
+"""Request bodies the two Lucene engines (OpenSearch and Elasticsearch) share; pure, no I/O.
 
-No I/O here: every mapping, query and bulk line is built as data and tested as data (snapshot
-tests in ``tests/unit/test_rank_features_bodies.py``); the adapters in ``opensearch.py`` and
-``elasticsearch.py`` only send them.
+The ``rank_features`` mapping and query, ``_bulk`` lines, the BM25 ``match`` clause and the
+``_msearch`` line format. Every body is built as data and tested as data (snapshot tests in
+``tests/unit/test_rank_features_bodies.py``); each engine's own bodies (dense fields, native
+hybrid) live in its package, and :mod:`sparsebridge.backends.lucene.adapter` sends them.
 
 Feature naming
     A feature is keyed by its **token id** in decimal (``1012``), never by the token string.
@@ -28,7 +29,7 @@ Exact scoring
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -39,7 +40,6 @@ from sparsebridge.types import Document, SparseVector
 
 __all__ = [
     "MIN_NORMAL_FLOAT32",
-    "NEURAL_SPARSE_MAX_WEIGHT",
     "PAYLOAD_FIELDS",
     "FieldType",
     "bulk_delete_line",
@@ -49,14 +49,14 @@ __all__ = [
     "features",
     "index_body",
     "mapping_problems",
-    "neural_sparse_search",
+    "match_clause",
+    "msearch_lines",
     "query_features",
     "rank_features_search",
-    "sparse_vector_search",
+    "search_body",
 ]
 
 MIN_NORMAL_FLOAT32 = float(np.finfo(np.float32).tiny)  # 1.17549435e-38
-NEURAL_SPARSE_MAX_WEIGHT = 64.0  # neural_sparse query_tokens weights must be in (0, 64]
 PAYLOAD_FIELDS = ("doc_id", "text", "metadata")
 
 
@@ -209,7 +209,8 @@ def _line(obj: Mapping[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
 
 
-def _search(query: dict[str, Any], k: int) -> dict[str, Any]:
+def search_body(query: dict[str, Any], k: int) -> dict[str, Any]:
+    """A search body for ``query``: top ``k`` hits with the stored payload fields, no total count."""
     return {"size": k, "track_total_hits": False, "_source": list(PAYLOAD_FIELDS), "query": query}
 
 
@@ -224,30 +225,38 @@ def rank_features_search(terms: Mapping[str, float], *, field: str, k: int) -> d
         {"rank_feature": {"field": f"{field}.{name}", "linear": {}, "boost": weight}}
         for name, weight in terms.items()
     ]
-    return _search({"bool": {"should": clauses}}, k)
-
-
-def sparse_vector_search(terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
-    """Exact dot product on an Elasticsearch ``sparse_vector`` field (8.15+), with pruning off.
-
-    Indices created on ES 8.19/9.1+ prune query tokens by default; ``"prune": false`` keeps it exact.
-    """
-    return _search({"sparse_vector": {"field": field, "query_vector": dict(terms), "prune": False}}, k)
-
-
-def neural_sparse_search(terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
-    """OpenSearch neural-search plugin ``neural_sparse`` with raw ``query_tokens`` (an exact dot product).
-
-    Raises:
-        ValueError: A weight is above 64, which the plugin refuses.
-    """
-    too_big = {name: w for name, w in terms.items() if not 0 < w <= NEURAL_SPARSE_MAX_WEIGHT}
-    if too_big:
-        raise ValueError(f"neural_sparse query weights must be in (0, 64]; got {too_big}")
-    return _search({"neural_sparse": {field: {"query_tokens": dict(terms)}}}, k)
+    return search_body({"bool": {"should": clauses}}, k)
 
 
 def check_field_name(field: str) -> None:
     """A sparse field name: non-empty, no dots (a dotted name would address a sub-field)."""
     if not field or "." in field or field in PAYLOAD_FIELDS or not field.isprintable():
         raise ValueError(f"invalid sparse field name {field!r} (no dots; not one of {PAYLOAD_FIELDS})")
+
+
+def match_clause(text: str, *, field: str = "text", boost: float | None = None) -> dict[str, Any]:
+    """BM25 leg: ``{"match": {field: {"query": text}}}`` (with ``boost`` when given).
+
+    Example:
+        >>> match_clause("red planet")
+        {'match': {'text': {'query': 'red planet'}}}
+    """
+    body: dict[str, Any] = {"query": text}
+    if boost is not None:
+        body["boost"] = boost
+    return {"match": {field: body}}
+
+
+def msearch_lines(
+    index: str, bodies: Sequence[Mapping[str, Any]], *, source: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """``_msearch`` lines: a header naming ``index`` before each search body .
+
+    With ``source``, each body asks only for those ``_source`` fields and no total hit count.
+    """
+    lines: list[dict[str, Any]] = []
+    for body in bodies:
+        lines.append({"index": index})
+        extra: dict[str, Any] = {} if source is None else {"track_total_hits": False, "_source": list(source)}
+        lines.append({**body, **extra})
+    return lines

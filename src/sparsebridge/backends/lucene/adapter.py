@@ -1,11 +1,11 @@
-"""What the OpenSearch and Elasticsearch adapters share: the target, and the I/O around the bodies.
+"""The adapter OpenSearch and Elasticsearch share, composed with an engine :class:`Dialect`.
 
-The bodies come from :mod:`sparsebridge.backends.rank_features` and the bulk loop from
-:mod:`sparsebridge.backends.bulk`; a subclass only builds its client, reads its client's errors
-and picks the query body. The search side (``_msearch`` batches of sparse, BM25 and dense legs,
-client-side hybrid fusion) is shared too; a subclass gives its ``_msearch`` lines, dense clause and
-mapping (``sparsebridge.query.opensearch`` / ``sparsebridge.query.elasticsearch``) and may fuse
-natively (``_native_hybrid``).
+:class:`LuceneBackend` does the I/O around the shared bodies (:mod:`.bodies`) and the ``_bulk``
+loop (:mod:`.bulk`): schema check, writes, deletes, ``_msearch`` batches of sparse, BM25 and dense
+legs, client-side hybrid fusion. What differs per engine (its client and error type, the sparse
+query body, the dense field and leg, native hybrid fusion) comes from the dialect object it is
+built with: :class:`~sparsebridge.backends.opensearch.OpenSearchDialect` or
+:class:`~sparsebridge.backends.elasticsearch.ElasticsearchDialect`.
 """
 
 from __future__ import annotations
@@ -15,24 +15,22 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sparsebridge.backends import rank_features as bodies
+import numpy as np
+import numpy.typing as npt
+
 from sparsebridge.backends.base import Record, WriteStats, point_id
-from sparsebridge.backends.bulk import BulkItem, ItemResult, RequestFailure, bulk_write
-from sparsebridge.backends.retry import FailureKind, RetryPolicy, call_with_retry, classify_failure
+from sparsebridge.backends.lucene import bodies
+from sparsebridge.backends.lucene.bulk import BulkItem, ItemResult, RequestFailure, bulk_write
+from sparsebridge.backends.retry import RetryPolicy, call_with_retry, classify_failure, is_retryable
 from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
 from sparsebridge.errors import BackendError, SchemaMismatchError
-from sparsebridge.types import SearchHit, SparseVector
+from sparsebridge.query.fusion import Fusion, fuse
+from sparsebridge.query.hybrid import HybridQuery, LegKind
+from sparsebridge.types import SearchHit, SparseVector, check_dense
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    from sparsebridge.query.fusion import Fusion
-    from sparsebridge.query.hybrid import HybridQuery
-
-__all__ = ["ClusterTarget", "Refresh", "SearchLeg"]
+__all__ = ["ClusterTarget", "Dialect", "ErrorInfo", "LuceneBackend", "Refresh", "SearchLeg", "hits_of"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,17 +107,66 @@ def error_info_from_body(status: int | None, body: Any, fallback: str) -> ErrorI
     return ErrorInfo(status, "", fallback)
 
 
-class ClusterBackend:
-    """Shared adapter logic for OpenSearch and Elasticsearch (subclasses: the client and its errors)."""
+class Dialect(Protocol):
+    """What one engine adds to :class:`LuceneBackend`: its client, error type and own bodies.
 
-    name = "cluster"
+    A dialect object belongs to one backend (it may cache what it read from that backend's
+    cluster, such as the server version or the plugin list).
+    """
+
+    name: str
+
+    def new_client(self, backend: LuceneBackend) -> Any:
+        """Build the engine's client for ``backend.target`` (no request is sent)."""
+        ...
+
+    def error_info(self, error: BaseException) -> ErrorInfo | None:
+        """The status/type/reason of a client error; None if ``error`` is not the client's."""
+        ...
+
+    def prepare(self, backend: LuceneBackend) -> None:
+        """Checks made once, on first use, before any other request (e.g. the server version)."""
+        ...
+
+    def field_type(self) -> bodies.FieldType:
+        """The sparse field's type (may be known only after :meth:`prepare`)."""
+        ...
+
+    def sparse_search(self, terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
+        """The search body of the exact dot product over ``terms`` (feature name -> weight)."""
+        ...
+
+    def msearch_lines(self, index: str, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
+        """The ``_msearch`` header and body of one leg."""
+        ...
+
+    def dense_clause(self, vector: npt.NDArray[np.float32], *, k: int, field: str) -> dict[str, Any]:
+        """The dense leg: the engine's knn clause/section on ``field``."""
+        ...
+
+    def dense_mapping(self, dimension: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The dense field's mapping and the index settings it needs."""
+        ...
+
+    def require_dense_support(self, backend: LuceneBackend) -> None:
+        """Raise if the cluster cannot hold a dense field (OpenSearch: the k-NN plugin)."""
+        ...
+
+    def native_hybrid(
+        self, backend: LuceneBackend, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
+    ) -> list[list[SearchHit]] | None:
+        """Server-side fusion where the dialect can and was asked to; None: fuse client-side."""
+        ...
+
+
+class LuceneBackend:
+    """Write and search SPLADE vectors in an OpenSearch or Elasticsearch index, per its ``dialect``."""
 
     def __init__(
         self,
         target: ClusterTarget,
         *,
         field: str = "splade",
-        field_type: bodies.FieldType | None = bodies.FieldType.RANK_FEATURES,
         max_query_terms: int = 1024,
         refresh: Refresh = Refresh.WAIT_FOR,
         shards: int | None = None,
@@ -130,6 +177,7 @@ class ClusterBackend:
         timeout: float = 30.0,
         dense_size: int | None = None,
         dense_field: str = "dense",
+        dialect: Dialect,
         client: Any = None,
     ) -> None:
         if not isinstance(target, ClusterTarget):
@@ -152,7 +200,8 @@ class ClusterBackend:
             raise ValueError(f"invalid dense field name {dense_field!r}")
         self.target = target
         self.field = field
-        self.field_type = None if field_type is None else bodies.FieldType(field_type)
+        self.dialect = dialect
+        self.name = dialect.name
         self.max_query_terms = max_query_terms
         self.refresh = Refresh(refresh)
         self.shards = shards
@@ -165,30 +214,16 @@ class ClusterBackend:
         self.dense_field = dense_field
         self._client = client
 
-    # -- what a subclass provides ------------------------------------------------------------
-
-    def _new_client(self) -> Any:
-        raise NotImplementedError
-
-    def _error_info(self, error: BaseException) -> ErrorInfo | None:
-        """The status/type/reason of a client error; None if ``error`` is not the client's."""
-        raise NotImplementedError
+    @property
+    def field_type(self) -> bodies.FieldType:
+        """The sparse field's type (Elasticsearch: chosen from the server version on first use)."""
+        return self.dialect.field_type()
 
     def _prepare(self) -> None:
-        """Checks made once, on first use, before any other request (e.g. the server version)."""
+        self.dialect.prepare(self)
 
-    def _query_body(self, terms: Mapping[str, float], k: int) -> dict[str, Any]:
-        if self._resolved_field_type() is bodies.FieldType.SPARSE_VECTOR:
-            return bodies.sparse_vector_search(terms, field=self.field, k=k)
-        return bodies.rank_features_search(terms, field=self.field, k=k)
-
-    def _resolved_field_type(self) -> bodies.FieldType:
-        if self.field_type is None:
-            raise ValueError(
-                "field_type is chosen from the server version on first use; pass field_type= to build "
-                "bodies without a server"
-            )
-        return self.field_type
+    def _error_info(self, error: BaseException) -> ErrorInfo | None:
+        return self.dialect.error_info(error)
 
     # -- shared --------------------------------------------------------------------------------
 
@@ -196,19 +231,19 @@ class ClusterBackend:
     def client(self) -> Any:
         """The engine client, built on first use (constructors do no I/O)."""
         if self._client is None:
-            self._client = self._new_client()
+            self._client = self.dialect.new_client(self)
         return self._client
 
     def index_body(self) -> dict[str, Any]:
         """The body ``ensure_schema`` sends to create the index (with the dense field if ``dense_size``)."""
         body = bodies.index_body(
             field=self.field,
-            field_type=self._resolved_field_type(),
+            field_type=self.field_type,
             shards=self.shards,
             replicas=self.replicas,
         )
         if self.dense_size is not None:
-            mapping, settings = self._dense_mapping()
+            mapping, settings = self.dialect.dense_mapping(self.dense_size)
             body["mappings"]["properties"][self.dense_field] = mapping
             if settings:
                 body.setdefault("settings", {}).setdefault("index", {}).update(settings)
@@ -218,14 +253,12 @@ class ClusterBackend:
         """The body ``search`` sends for ``query`` (pruned to ``max_query_terms``); no I/O."""
         check_query(query)
         check_k(k)
-        return self._query_body(bodies.query_features(query, max_terms=self.max_query_terms), k)
+        terms = bodies.query_features(query, max_terms=self.max_query_terms)
+        return self.dialect.sparse_search(terms, field=self.field, k=k)
 
     def _is_transient(self, error: BaseException) -> bool:
         info = self._error_info(error)
-        return info is not None and classify_failure(info.status, info.type, info.reason) in (
-            FailureKind.TRANSIENT,
-            FailureKind.BLOCKED,
-        )
+        return info is not None and is_retryable(classify_failure(info.status, info.type, info.reason))
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         self._prepare()
@@ -253,7 +286,7 @@ class ClusterBackend:
         """
         self._prepare()
         if self.dense_size is not None:
-            self._require_dense_support()
+            self.dialect.require_dense_support(self)
         index = self.target.index
         body = self.index_body()
         if not self._call("index check", lambda: bool(self.client.indices.exists(index=index))):
@@ -267,9 +300,7 @@ class ClusterBackend:
         mapping = _plain(self._call("get mapping", lambda: self.client.indices.get_mapping(index=index)))
         index_mapping: dict[str, Any] = next(iter(mapping.values()), {})
         properties = index_mapping.get("mappings", {})
-        problems = bodies.mapping_problems(
-            properties, field=self.field, field_type=self._resolved_field_type()
-        )
+        problems = bodies.mapping_problems(properties, field=self.field, field_type=self.field_type)
         if self.dense_size is not None:
             wanted = self.index_body()["mappings"]["properties"][self.dense_field]
             have = properties.get("properties", {}).get(self.dense_field)
@@ -368,7 +399,7 @@ class ClusterBackend:
         if not terms:
             return []
         self._prepare()
-        body = self._query_body(terms, k)
+        body = self.dialect.sparse_search(terms, field=self.field, k=k)
         try:
             response = _plain(
                 self._call("search", lambda: self.client.search(index=self.target.index, body=body))
@@ -391,27 +422,6 @@ class ClusterBackend:
     # hybrid queries send all their legs in the same requests and are fused client-side with
     # sparsebridge.query.fusion, unless a subclass runs a native hybrid (_native_hybrid).
 
-    def _msearch_lines(self, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
-        """The ``_msearch`` header and body of one leg (the engine's builder)."""
-        raise NotImplementedError
-
-    def _dense_clause(self, vector: npt.NDArray[np.float32], k: int) -> dict[str, Any]:
-        """The dense leg: the engine's knn clause/section on the dense field."""
-        raise NotImplementedError
-
-    def _dense_mapping(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The dense field's mapping and the index settings it needs."""
-        raise NotImplementedError
-
-    def _require_dense_support(self) -> None:
-        """Raise if the cluster cannot hold a dense field (OpenSearch: the k-NN plugin)."""
-
-    def _native_hybrid(
-        self, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
-    ) -> list[list[SearchHit]] | None:
-        """Server-side fusion, where the subclass can and may; None: fuse the legs client-side."""
-        return None
-
     def _sparse_clause(self, query: SparseVector) -> dict[str, Any] | None:
         """The sparse leg's query clause (as :meth:`search` sends it); None if no weight is sendable."""
         check_query(query)
@@ -419,12 +429,10 @@ class ClusterBackend:
         if not terms:
             return None
         self._prepare()  # Elasticsearch: the field type comes from the server version
-        clause: dict[str, Any] = self._query_body(terms, 1)["query"]
+        clause: dict[str, Any] = self.dialect.sparse_search(terms, field=self.field, k=1)["query"]
         return clause
 
     def _dense_queries(self, queries: Sequence[Any]) -> list[npt.NDArray[np.float32]]:
-        from sparsebridge.query.hybrid import check_dense
-
         checked = [check_dense(q, what="dense query") for q in queries]
         if checked and self.dense_size is None:
             raise ValueError(
@@ -434,7 +442,7 @@ class ClusterBackend:
             if vector.shape[0] != self.dense_size:
                 raise ValueError(f"dense query is {vector.shape[0]}-d; the index's is {self.dense_size}-d")
         if checked:
-            self._require_dense_support()
+            self.dialect.require_dense_support(self)
         return checked
 
     def search_batch(self, queries: Sequence[SparseVector], *, k: int = 10) -> list[list[SearchHit]]:
@@ -452,15 +460,13 @@ class ClusterBackend:
         Raises:
             ValueError: A query text is blank.
         """
-        from sparsebridge.query.opensearch import match_clause  # the same DSL on both engines
-
         check_k(k)
         if isinstance(queries, str):
             raise TypeError("pass a list of query texts, not a single string")
         for text in queries:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError("a BM25 query text must be a non-blank string")
-        return self._search_legs("text search", [SearchLeg(match_clause(t), k) for t in queries])
+        return self._search_legs("text search", [SearchLeg(bodies.match_clause(t), k) for t in queries])
 
     def search_dense_batch(
         self, queries: Sequence[npt.NDArray[np.float32]], *, k: int = 10
@@ -477,7 +483,11 @@ class ClusterBackend:
         check_k(k)
         checked = self._dense_queries(queries)
         return self._search_legs(
-            "dense search", [SearchLeg(self._dense_clause(q, k), k, dense=True) for q in checked]
+            "dense search",
+            [
+                SearchLeg(self.dialect.dense_clause(q, k=k, field=self.dense_field), k, dense=True)
+                for q in checked
+            ],
         )
 
     def search_hybrid_batch(
@@ -488,29 +498,24 @@ class ClusterBackend:
         Every leg of every query (``candidates`` hits each) goes out in ``_msearch`` requests, then
         the legs are fused client-side with :func:`sparsebridge.query.fusion.fuse`: the result
         equals the client-side fusion of the same legs fetched one by one. A subclass may fuse
-        server-side instead where it was asked to and the cluster can (see the subclass).
+        server-side instead where it was asked to and the cluster can (see the dialect).
 
         Raises:
             ValueError: The weights do not match a query's legs, or a dense leg is not possible.
             BackendError: The cluster cannot search dense vectors (OpenSearch without k-NN).
         """
-        from sparsebridge.query.fusion import fuse
-
         check_k(k)
         for query in queries:
             fusion.leg_weights(len(query.legs))
         self._dense_queries([q.dense for q in queries if q.dense is not None])
         per_query = [self._hybrid_legs(q) for q in queries]
-        native = self._native_hybrid(per_query, fusion, k)
+        native = self.dialect.native_hybrid(self, per_query, fusion, k)
         if native is not None:
             return native
         answers = iter(self._search_legs("hybrid legs", [leg for legs in per_query for leg in legs]))
         return [fuse([next(answers) for _ in legs], fusion, limit=k) for legs in per_query]
 
     def _hybrid_legs(self, query: HybridQuery) -> list[SearchLeg]:
-        from sparsebridge.query.hybrid import LegKind
-        from sparsebridge.query.opensearch import match_clause
-
         legs = []
         for kind in query.legs:
             if kind is LegKind.SPARSE:
@@ -518,11 +523,11 @@ class ClusterBackend:
                 legs.append(SearchLeg(self._sparse_clause(query.sparse), query.candidates))
             elif kind is LegKind.DENSE:
                 assert query.dense is not None
-                clause = self._dense_clause(query.dense, query.candidates)
+                clause = self.dialect.dense_clause(query.dense, k=query.candidates, field=self.dense_field)
                 legs.append(SearchLeg(clause, query.candidates, dense=True))
             else:
                 assert query.text is not None
-                legs.append(SearchLeg(match_clause(query.text), query.candidates))
+                legs.append(SearchLeg(bodies.match_clause(query.text), query.candidates))
         return legs
 
     def _search_legs(self, what: str, legs: Sequence[SearchLeg]) -> list[list[SearchHit]]:
@@ -530,7 +535,11 @@ class ClusterBackend:
         todo = [n for n, leg in enumerate(legs) if leg.clause is not None]
         for start in range(0, len(todo), MSEARCH_BATCH):
             chunk = todo[start : start + MSEARCH_BATCH]
-            lines = [line for n in chunk for line in self._msearch_lines(legs[n].clause or {}, legs[n].size)]
+            lines = [
+                line
+                for n in chunk
+                for line in self.dialect.msearch_lines(self.target.index, legs[n].clause or {}, legs[n].size)
+            ]
             for n, answer in zip(chunk, self._msearch(what, lines), strict=True):
                 results[n] = hits_of(answer, dense=legs[n].dense)
         return results
@@ -550,8 +559,7 @@ class ClusterBackend:
 
         def is_transient(error: BaseException) -> bool:
             if isinstance(error, _SearchItemError):
-                kind = classify_failure(error.info.status, error.info.type, error.info.reason)
-                return kind in (FailureKind.TRANSIENT, FailureKind.BLOCKED)
+                return is_retryable(classify_failure(error.info.status, error.info.type, error.info.reason))
             return self._is_transient(error)
 
         self._prepare()

@@ -20,17 +20,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparsebridge.errors import MissingExtraError
 from sparsebridge.query.fusion import Fusion, FusionMethod
 from sparsebridge.query.hybrid import HybridQuery, LegKind
 from sparsebridge.types import SparseVector
 
-__all__ = ["dense_request", "hybrid_request", "is_native", "leg_requests", "qdrant_rrf_k", "sparse_request"]
+__all__ = [
+    "dense_request",
+    "hybrid_request",
+    "is_native",
+    "leg_requests",
+    "qdrant_client_module",
+    "qdrant_rrf_k",
+    "sparse_request",
+]
+
+
+def qdrant_client_module() -> Any:
+    """The ``qdrant_client`` module, or an install hint when the ``qdrant`` extra is missing."""
+    try:
+        import qdrant_client
+    except ImportError as e:
+        raise MissingExtraError("qdrant-client", "qdrant") from e
+    return qdrant_client
 
 
 def _models() -> Any:
-    from sparsebridge.backends.qdrant import _qdrant
-
-    return _qdrant().models
+    return qdrant_client_module().models
 
 
 def qdrant_rrf_k(k: int) -> int:

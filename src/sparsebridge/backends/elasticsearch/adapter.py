@@ -5,7 +5,7 @@ only; it sends ``compatible-with=9`` headers that an 8.x server refuses). On fir
 reads ``GET /`` without those headers and refuses a mismatch, or an OpenSearch server, with an
 error that says which client to install.
 
-Field types (:class:`~sparsebridge.backends.rank_features.FieldType`):
+Field types (:class:`~sparsebridge.backends.lucene.bodies.FieldType`):
 
 - ``rank_features`` (ES >= 7.12): queried as ``bool.should`` of ``rank_feature`` clauses with
   ``linear`` and ``boost`` = query weight (the same DSL as OpenSearch; checked live there).
@@ -29,11 +29,15 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sparsebridge.backends import rank_features as bodies
-from sparsebridge.backends.cluster import (
-    ClusterBackend,
+import numpy as np
+import numpy.typing as npt
+
+from sparsebridge.backends.elasticsearch import bodies as es_bodies
+from sparsebridge.backends.lucene import bodies
+from sparsebridge.backends.lucene.adapter import (
     ClusterTarget,
     ErrorInfo,
+    LuceneBackend,
     Refresh,
     SearchLeg,
     error_info_from_body,
@@ -41,17 +45,13 @@ from sparsebridge.backends.cluster import (
 )
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry
 from sparsebridge.errors import BackendError, MissingExtraError
-from sparsebridge.query import elasticsearch as es_bodies
+from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
+from sparsebridge.types import SearchHit
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
     from elasticsearch import Elasticsearch
 
-    from sparsebridge.query.fusion import Fusion
-    from sparsebridge.types import SearchHit
-
-__all__ = ["ClusterTarget", "ElasticsearchBackend", "Refresh", "check_server_version"]
+__all__ = ["ElasticsearchBackend", "ElasticsearchDialect", "check_server_version"]
 
 _SPARSE_VECTOR_SINCE = (8, 15)
 _LINEAR_RANK_FEATURE_SINCE = (7, 12)
@@ -125,11 +125,140 @@ def check_server_version(
     return field_type
 
 
-class ElasticsearchBackend(ClusterBackend):
+class ElasticsearchDialect:
+    """Elasticsearch for :class:`~sparsebridge.backends.lucene.LuceneBackend` (elasticsearch-py).
+
+    One instance per backend: on first use it reads the server version once (without the client's
+    compatibility headers), refuses a mismatch, and resolves the field type from it.
+    """
+
+    name = "elasticsearch"
+
+    def __init__(self, *, field_type: bodies.FieldType | None = None, licensed: bool = False) -> None:
+        self.requested_field_type = None if field_type is None else bodies.FieldType(field_type)
+        self.licensed = bool(licensed)
+        self._field_type = self.requested_field_type
+        self._checked = False
+        self._lock = threading.Lock()
+
+    def new_client(self, backend: LuceneBackend) -> Any:
+        target = backend.target
+        return _elasticsearch().Elasticsearch(
+            target.url,
+            basic_auth=(target.username, target.password) if target.username is not None else None,
+            api_key=target.api_key,
+            verify_certs=target.verify_certs,
+            ssl_show_warn=target.verify_certs,
+            ca_certs=target.ca_certs,
+            request_timeout=backend.timeout,
+            max_retries=0,  # our RetryPolicy is the only retry layer
+            retry_on_timeout=False,
+            http_compress=True,
+        )
+
+    def error_info(self, error: BaseException) -> ErrorInfo | None:
+        elasticsearch = _elasticsearch()
+        from elastic_transport import TransportError  # installed with the elasticsearch extra
+
+        if isinstance(error, elasticsearch.ApiError):
+            return error_info_from_body(error.meta.status, error.body, str(error.message))
+        if isinstance(error, TransportError):  # connection refused, timeout, TLS: no answer at all
+            return ErrorInfo(None, type(error).__name__, str(error))
+        return None
+
+    def prepare(self, backend: LuceneBackend) -> None:
+        """Once: read the server version (without compatibility headers) and check it."""
+        if self._checked:
+            return
+        with self._lock:
+            if self._checked:
+                return
+            client = backend.client
+            response = call_with_retry(
+                lambda: client.transport.perform_request("GET", "/", headers={"accept": "application/json"}),
+                policy=backend.retry,
+                is_transient=backend._is_transient,
+                backend=self.name,
+                what="version check",
+            )
+            status = response.meta.status
+            if not 200 <= status < 300:
+                info = error_info_from_body(status, response.body, "")
+                raise BackendError(
+                    f"version check failed: {status} {info.type}: {info.reason}",
+                    backend=self.name,
+                    status=status,
+                )
+            self._field_type = check_server_version(
+                response.body,
+                client_version=_elasticsearch().__versionstr__,
+                field_type=self.requested_field_type,
+            )
+            self._checked = True
+
+    def field_type(self) -> bodies.FieldType:
+        if self._field_type is None:
+            raise ValueError(
+                "field_type is chosen from the server version on first use; pass field_type= to build "
+                "bodies without a server"
+            )
+        return self._field_type
+
+    def sparse_search(self, terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
+        if self.field_type() is bodies.FieldType.SPARSE_VECTOR:
+            return es_bodies.sparse_vector_search(terms, field=field, k=k)
+        return bodies.rank_features_search(terms, field=field, k=k)
+
+    def msearch_lines(self, index: str, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
+        return es_bodies.msearch_body(index, [clause], size=size, source=bodies.PAYLOAD_FIELDS)
+
+    def dense_clause(self, vector: npt.NDArray[np.float32], *, k: int, field: str) -> dict[str, Any]:
+        return es_bodies.knn_section(vector.tolist(), k=k, field=field)
+
+    def dense_mapping(self, dimension: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        return es_bodies.dense_vector_mapping(dimension), {}
+
+    def require_dense_support(self, backend: LuceneBackend) -> None:
+        return None  # dense_vector is core Elasticsearch
+
+    def native_hybrid(
+        self, backend: LuceneBackend, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
+    ) -> list[list[SearchHit]] | None:
+        """``rrf`` / ``linear`` (min-max) retrievers with ``licensed=True``; else None (client-side).
+
+        Snapshot-tested only: no Elasticsearch server runs where this was written.
+        """
+        build = {
+            FusionMethod.RRF: es_bodies.rrf_retriever_body,
+            FusionMethod.MINMAX: es_bodies.linear_retriever_body,
+        }.get(fusion.method)
+        if not self.licensed or build is None:
+            return None
+        if any(len(q) < 2 or any(leg.clause is None for leg in q) for q in legs):
+            return None
+        results = []
+        for query in legs:
+            window = max(leg.size for leg in query)
+            body = build([leg.clause or {} for leg in query], fusion, size=k, window=window, licensed=True)
+            body.update(track_total_hits=False, _source=list(bodies.PAYLOAD_FIELDS))
+            answer = self._search(backend, body)
+            resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
+            results.append(fuse([hits_of(answer)], resort, limit=k))
+        return results
+
+    @staticmethod
+    def _search(backend: LuceneBackend, body: dict[str, Any]) -> dict[str, Any]:
+        response = backend._call(
+            "hybrid search", lambda: backend.client.search(index=backend.target.index, body=body)
+        )
+        return dict(getattr(response, "body", response))
+
+
+class ElasticsearchBackend(LuceneBackend):
     """Write and search SPLADE vectors in an Elasticsearch index (``rank_features`` or ``sparse_vector``).
 
     Example:
-        >>> from sparsebridge.backends.rank_features import FieldType
+        >>> from sparsebridge.backends.lucene.bodies import FieldType
         >>> backend = ElasticsearchBackend(
         ...     ClusterTarget("docs", url="http://localhost:9200"), field_type=FieldType.SPARSE_VECTOR
         ... )
@@ -137,7 +266,7 @@ class ElasticsearchBackend(ClusterBackend):
         {'type': 'sparse_vector'}
     """
 
-    name = "elasticsearch"
+    dialect: ElasticsearchDialect
 
     def __init__(
         self,
@@ -181,7 +310,6 @@ class ElasticsearchBackend(ClusterBackend):
         super().__init__(
             target,
             field=field,
-            field_type=None if field_type is None else bodies.FieldType(field_type),
             max_query_terms=max_query_terms,
             refresh=refresh,
             shards=shards,
@@ -192,106 +320,10 @@ class ElasticsearchBackend(ClusterBackend):
             timeout=timeout,
             dense_size=dense_size,
             dense_field=dense_field,
+            dialect=ElasticsearchDialect(field_type=field_type, licensed=licensed),
             client=client,
         )
-        self.licensed = bool(licensed)
-        self._requested_field_type = self.field_type
-        self._checked = False
-        self._lock = threading.Lock()
 
-    def _new_client(self) -> Any:
-        target = self.target
-        return _elasticsearch().Elasticsearch(
-            target.url,
-            basic_auth=(target.username, target.password) if target.username is not None else None,
-            api_key=target.api_key,
-            verify_certs=target.verify_certs,
-            ssl_show_warn=target.verify_certs,
-            ca_certs=target.ca_certs,
-            request_timeout=self.timeout,
-            max_retries=0,  # our RetryPolicy is the only retry layer
-            retry_on_timeout=False,
-            http_compress=True,
-        )
-
-    def _error_info(self, error: BaseException) -> ErrorInfo | None:
-        elasticsearch = _elasticsearch()
-        from elastic_transport import TransportError
-
-        if isinstance(error, elasticsearch.ApiError):
-            return error_info_from_body(error.meta.status, error.body, str(error.message))
-        if isinstance(error, TransportError):  # connection refused, timeout, TLS: no answer at all
-            return ErrorInfo(None, type(error).__name__, str(error))
-        return None
-
-    def _prepare(self) -> None:
-        """Once: read the server version (without compatibility headers) and check it."""
-        if self._checked:
-            return
-        with self._lock:
-            if self._checked:
-                return
-            response = call_with_retry(
-                lambda: self.client.transport.perform_request(
-                    "GET", "/", headers={"accept": "application/json"}
-                ),
-                policy=self.retry,
-                is_transient=self._is_transient,
-                backend=self.name,
-                what="version check",
-            )
-            status = response.meta.status
-            if not 200 <= status < 300:
-                info = error_info_from_body(status, response.body, "")
-                raise BackendError(
-                    f"version check failed: {status} {info.type}: {info.reason}",
-                    backend=self.name,
-                    status=status,
-                )
-            self.field_type = check_server_version(
-                response.body,
-                client_version=_elasticsearch().__versionstr__,
-                field_type=self._requested_field_type,
-            )
-            self._checked = True
-
-    def _msearch_lines(self, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
-        return es_bodies.msearch_body(self.target.index, [clause], size=size, source=bodies.PAYLOAD_FIELDS)
-
-    def _dense_clause(self, vector: npt.NDArray[np.float32], k: int) -> dict[str, Any]:
-        return es_bodies.knn_section(vector.tolist(), k=k, field=self.dense_field)
-
-    def _dense_mapping(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        assert self.dense_size is not None
-        return es_bodies.dense_vector_mapping(self.dense_size), {}
-
-    def _native_hybrid(
-        self, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
-    ) -> list[list[SearchHit]] | None:
-        """``rrf`` / ``linear`` (min-max) retrievers with ``licensed=True``; else None (client-side).
-
-        Snapshot-tested only: no Elasticsearch server runs where this was written.
-        """
-        from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
-
-        build = {
-            FusionMethod.RRF: es_bodies.rrf_retriever_body,
-            FusionMethod.MINMAX: es_bodies.linear_retriever_body,
-        }.get(fusion.method)
-        if not self.licensed or build is None:
-            return None
-        if any(len(q) < 2 or any(leg.clause is None for leg in q) for q in legs):
-            return None
-        results = []
-        for query in legs:
-            window = max(leg.size for leg in query)
-            body = build([leg.clause or {} for leg in query], fusion, size=k, window=window, licensed=True)
-            body.update(track_total_hits=False, _source=list(bodies.PAYLOAD_FIELDS))
-            answer = self._retriever_search(body)
-            resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
-            results.append(fuse([hits_of(answer)], resort, limit=k))
-        return results
-
-    def _retriever_search(self, body: dict[str, Any]) -> dict[str, Any]:
-        response = self._call("hybrid search", lambda: self.client.search(index=self.target.index, body=body))
-        return dict(getattr(response, "body", response))
+    @property
+    def licensed(self) -> bool:
+        return self.dialect.licensed

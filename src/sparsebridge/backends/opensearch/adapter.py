@@ -1,7 +1,7 @@
 """OpenSearch indices with a ``rank_features`` field, through opensearch-py.
 
 The index maps the sparse field as ``rank_features`` (feature names are token ids, see
-:mod:`sparsebridge.backends.rank_features`), ``text`` as BM25 text, ``doc_id`` as a keyword and
+:mod:`sparsebridge.backends.lucene.bodies`), ``text`` as BM25 text, ``doc_id`` as a keyword and
 ``metadata`` as stored JSON. Document ``_id`` is the UUIDv5 of the document id (the same ids as in
 Qdrant), so rewrites are idempotent. Search sends the exact dot product: ``bool.should`` of
 ``rank_feature`` clauses with ``linear`` and ``boost`` = query weight, or, with
@@ -27,29 +27,29 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from sparsebridge.backends import rank_features as bodies
-from sparsebridge.backends.cluster import (
-    ClusterBackend,
+import numpy as np
+import numpy.typing as npt
+
+from sparsebridge.backends.lucene import bodies
+from sparsebridge.backends.lucene.adapter import (
     ClusterTarget,
     ErrorInfo,
+    LuceneBackend,
     Refresh,
     SearchLeg,
     error_info_from_body,
     hits_of,
 )
+from sparsebridge.backends.opensearch import bodies as os_bodies
 from sparsebridge.backends.retry import RetryPolicy
 from sparsebridge.errors import BackendError, MissingExtraError
-from sparsebridge.query import opensearch as os_bodies
+from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
+from sparsebridge.types import SearchHit
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
     from opensearchpy import OpenSearch
 
-    from sparsebridge.query.fusion import Fusion
-    from sparsebridge.types import SearchHit
-
-__all__ = ["ClusterTarget", "OpenSearchBackend", "OpenSearchHybrid", "OpenSearchQuery", "Refresh"]
+__all__ = ["OpenSearchBackend", "OpenSearchDialect", "OpenSearchHybrid", "OpenSearchQuery"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,134 @@ def _opensearchpy() -> Any:
     return opensearchpy
 
 
-class OpenSearchBackend(ClusterBackend):
+class OpenSearchDialect:
+    """OpenSearch for :class:`~sparsebridge.backends.lucene.LuceneBackend` (opensearch-py, plugins).
+
+    One instance per backend: it caches the cluster's plugin list (``GET _cat/plugins``, read once).
+    """
+
+    name = "opensearch"
+
+    def __init__(
+        self,
+        *,
+        query: OpenSearchQuery = OpenSearchQuery.RANK_FEATURE,
+        hybrid: OpenSearchHybrid = OpenSearchHybrid.CLIENT,
+    ) -> None:
+        self.query = OpenSearchQuery(query)
+        self.hybrid = OpenSearchHybrid(hybrid)
+        self._plugins: frozenset[str] | None = None
+
+    def new_client(self, backend: LuceneBackend) -> Any:
+        target = backend.target
+        return _opensearchpy().OpenSearch(
+            hosts=[target.url],
+            http_auth=(target.username, target.password) if target.username is not None else None,
+            verify_certs=target.verify_certs,
+            ssl_show_warn=target.verify_certs,
+            ca_certs=target.ca_certs,
+            timeout=backend.timeout,
+            max_retries=0,  # our RetryPolicy is the only retry layer
+            retry_on_timeout=False,
+            http_compress=True,
+            pool_maxsize=16,  # concurrent ingest writers share this client (urllib3's default keeps 1)
+        )
+
+    def error_info(self, error: BaseException) -> ErrorInfo | None:
+        exceptions = _opensearchpy().exceptions
+        if isinstance(error, exceptions.ConnectionError):  # includes timeouts; no answer at all
+            return ErrorInfo(None, type(error).__name__, str(error))
+        if isinstance(error, exceptions.TransportError):
+            status = error.status_code if isinstance(error.status_code, int) else None
+            return error_info_from_body(status, error.info, str(error.error))
+        return None
+
+    def prepare(self, backend: LuceneBackend) -> None:
+        return None
+
+    def field_type(self) -> bodies.FieldType:
+        return bodies.FieldType.RANK_FEATURES
+
+    def sparse_search(self, terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
+        if self.query is OpenSearchQuery.NEURAL_SPARSE:
+            return os_bodies.neural_sparse_search(terms, field=field, k=k)
+        return bodies.rank_features_search(terms, field=field, k=k)
+
+    def msearch_lines(self, index: str, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
+        return os_bodies.msearch_body(index, [clause], size=size, source=bodies.PAYLOAD_FIELDS)
+
+    def dense_clause(self, vector: npt.NDArray[np.float32], *, k: int, field: str) -> dict[str, Any]:
+        return os_bodies.knn_clause(vector.tolist(), k=k, field=field)
+
+    def dense_mapping(self, dimension: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        return os_bodies.knn_vector_mapping(dimension), dict(os_bodies.KNN_SETTINGS)
+
+    def plugins(self, backend: LuceneBackend) -> frozenset[str]:
+        """The plugins installed on the cluster (``GET _cat/plugins`` components), read once."""
+        if self._plugins is None:
+            rows = backend._call(
+                "plugin check",
+                lambda: backend.client.transport.perform_request(
+                    "GET", "/_cat/plugins", params={"format": "json"}
+                ),
+            )
+            self._plugins = frozenset(str(row.get("component", "")) for row in rows or [])
+        return self._plugins
+
+    def require_dense_support(self, backend: LuceneBackend) -> None:
+        plugins = self.plugins(backend)
+        if os_bodies.KNN_PLUGIN not in plugins:
+            installed = ", ".join(sorted(plugins)) or "none"
+            raise BackendError(
+                f"this OpenSearch cluster has no k-NN plugin ({os_bodies.KNN_PLUGIN}; installed plugins: "
+                f"{installed}), so it has no dense leg: a knn_vector field cannot be created or searched. "
+                "Install the plugin, or leave the dense model out (sparse and BM25 legs work without it)",
+                backend=self.name,
+            )
+
+    def native_hybrid(
+        self, backend: LuceneBackend, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
+    ) -> list[list[SearchHit]] | None:
+        """The plugin's ``hybrid`` query + search pipeline, when asked for and possible; else None.
+
+        Snapshot-tested only: no neural-search plugin runs where this was written.
+        """
+        if self.hybrid is not OpenSearchHybrid.NATIVE_IF_AVAILABLE:
+            return None
+        if not os_bodies.has_search_pipeline(fusion):
+            return None
+        if any(not 2 <= len(q) <= 5 or any(leg.clause is None for leg in q) for q in legs):
+            return None
+        if os_bodies.NEURAL_SEARCH_PLUGIN not in self.plugins(backend):
+            logger.debug("%s: no neural-search plugin, fusing client-side", self.name)
+            return None
+        resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
+        return [
+            fuse([hits_of(self._hybrid_search(backend, query, fusion))], resort, limit=k) for query in legs
+        ]
+
+    def _hybrid_search(
+        self, backend: LuceneBackend, query: Sequence[SearchLeg], fusion: Fusion
+    ) -> dict[str, Any]:
+        """Create (or overwrite) the fusion's search pipeline, then send one ``hybrid`` query through it."""
+        pipeline = os_bodies.search_pipeline_body(fusion, legs=len(query))
+        name = os_bodies.pipeline_name(pipeline)
+        client = backend.client
+        backend._call(
+            "create search pipeline",
+            lambda: client.transport.perform_request("PUT", f"/_search/pipeline/{name}", body=pipeline),
+        )
+        size = max(leg.size for leg in query)  # each sub-query's top `candidates` take part
+        body = os_bodies.hybrid_body([leg.clause or {} for leg in query], size=size)
+        body.update(track_total_hits=False, _source=list(bodies.PAYLOAD_FIELDS))
+        answer = backend._call(
+            "hybrid search",
+            lambda: client.search(index=backend.target.index, body=body, params={"search_pipeline": name}),
+        )
+        return dict(answer)
+
+
+class OpenSearchBackend(LuceneBackend):
     """Write and search SPLADE vectors in an OpenSearch index (``rank_features``).
 
     Example:
@@ -93,7 +220,7 @@ class OpenSearchBackend(ClusterBackend):
         {'bool': {'should': [{'rank_feature': {'field': 'splade.1012', 'linear': {}, 'boost': 0.5}}]}}
     """
 
-    name = "opensearch"
+    dialect: OpenSearchDialect
 
     def __init__(
         self,
@@ -133,15 +260,11 @@ class OpenSearchBackend(ClusterBackend):
             hybrid: Where hybrid queries are fused (see :class:`OpenSearchHybrid`).
             client: An ``opensearchpy.OpenSearch`` to use instead of building one.
         """
-        if target.api_key is not None:
+        if isinstance(target, ClusterTarget) and target.api_key is not None:
             raise ValueError("OpenSearch takes a username and password, not an API key")
-        self.query = OpenSearchQuery(query)
-        self.hybrid = OpenSearchHybrid(hybrid)
-        self._plugins: frozenset[str] | None = None
         super().__init__(
             target,
             field=field,
-            field_type=bodies.FieldType.RANK_FEATURES,
             max_query_terms=max_query_terms,
             refresh=refresh,
             shards=shards,
@@ -152,104 +275,18 @@ class OpenSearchBackend(ClusterBackend):
             timeout=timeout,
             dense_size=dense_size,
             dense_field=dense_field,
+            dialect=OpenSearchDialect(query=query, hybrid=hybrid),
             client=client,
         )
 
-    def _new_client(self) -> Any:
-        target = self.target
-        return _opensearchpy().OpenSearch(
-            hosts=[target.url],
-            http_auth=(target.username, target.password) if target.username is not None else None,
-            verify_certs=target.verify_certs,
-            ssl_show_warn=target.verify_certs,
-            ca_certs=target.ca_certs,
-            timeout=self.timeout,
-            max_retries=0,  # our RetryPolicy is the only retry layer
-            retry_on_timeout=False,
-            http_compress=True,
-            pool_maxsize=16,  # concurrent ingest writers share this client (urllib3's default keeps 1)
-        )
+    @property
+    def query(self) -> OpenSearchQuery:
+        return self.dialect.query
 
-    def _error_info(self, error: BaseException) -> ErrorInfo | None:
-        exceptions = _opensearchpy().exceptions
-        if isinstance(error, exceptions.ConnectionError):  # includes timeouts; no answer at all
-            return ErrorInfo(None, type(error).__name__, str(error))
-        if isinstance(error, exceptions.TransportError):
-            status = error.status_code if isinstance(error.status_code, int) else None
-            return error_info_from_body(status, error.info, str(error.error))
-        return None
-
-    def _query_body(self, terms: Mapping[str, float], k: int) -> dict[str, Any]:
-        if self.query is OpenSearchQuery.NEURAL_SPARSE:
-            return bodies.neural_sparse_search(terms, field=self.field, k=k)
-        return bodies.rank_features_search(terms, field=self.field, k=k)
+    @property
+    def hybrid(self) -> OpenSearchHybrid:
+        return self.dialect.hybrid
 
     def plugins(self) -> frozenset[str]:
         """The plugins installed on the cluster (``GET _cat/plugins`` components), read once."""
-        if self._plugins is None:
-            rows = self._call(
-                "plugin check",
-                lambda: self.client.transport.perform_request(
-                    "GET", "/_cat/plugins", params={"format": "json"}
-                ),
-            )
-            self._plugins = frozenset(str(row.get("component", "")) for row in rows or [])
-        return self._plugins
-
-    def _require_dense_support(self) -> None:
-        if os_bodies.KNN_PLUGIN not in self.plugins():
-            installed = ", ".join(sorted(self.plugins())) or "none"
-            raise BackendError(
-                f"this OpenSearch cluster has no k-NN plugin ({os_bodies.KNN_PLUGIN}; installed plugins: "
-                f"{installed}), so it has no dense leg: a knn_vector field cannot be created or searched. "
-                "Install the plugin, or leave the dense model out (sparse and BM25 legs work without it)",
-                backend=self.name,
-            )
-
-    def _msearch_lines(self, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
-        return os_bodies.msearch_body(self.target.index, [clause], size=size, source=bodies.PAYLOAD_FIELDS)
-
-    def _dense_clause(self, vector: npt.NDArray[np.float32], k: int) -> dict[str, Any]:
-        return os_bodies.knn_clause(vector.tolist(), k=k, field=self.dense_field)
-
-    def _dense_mapping(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        assert self.dense_size is not None
-        return os_bodies.knn_vector_mapping(self.dense_size), dict(os_bodies.KNN_SETTINGS)
-
-    def _native_hybrid(
-        self, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
-    ) -> list[list[SearchHit]] | None:
-        """The plugin's ``hybrid`` query + search pipeline, when asked for and possible; else None.
-
-        Snapshot-tested only: no neural-search plugin runs where this was written.
-        """
-        from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
-
-        if self.hybrid is not OpenSearchHybrid.NATIVE_IF_AVAILABLE:
-            return None
-        if not os_bodies.has_search_pipeline(fusion):
-            return None
-        if any(not 2 <= len(q) <= 5 or any(leg.clause is None for leg in q) for q in legs):
-            return None
-        if os_bodies.NEURAL_SEARCH_PLUGIN not in self.plugins():
-            logger.debug("%s: no neural-search plugin, fusing client-side", self.name)
-            return None
-        resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
-        return [fuse([hits_of(self._hybrid_search(query, fusion))], resort, limit=k) for query in legs]
-
-    def _hybrid_search(self, query: Sequence[SearchLeg], fusion: Fusion) -> dict[str, Any]:
-        """Create (or overwrite) the fusion's search pipeline, then send one ``hybrid`` query through it."""
-        pipeline = os_bodies.search_pipeline_body(fusion, legs=len(query))
-        name = os_bodies.pipeline_name(pipeline)
-        self._call(
-            "create search pipeline",
-            lambda: self.client.transport.perform_request("PUT", f"/_search/pipeline/{name}", body=pipeline),
-        )
-        size = max(leg.size for leg in query)  # each sub-query's top `candidates` take part
-        body = os_bodies.hybrid_body([leg.clause or {} for leg in query], size=size)
-        body.update(track_total_hits=False, _source=list(bodies.PAYLOAD_FIELDS))
-        answer = self._call(
-            "hybrid search",
-            lambda: self.client.search(index=self.target.index, body=body, params={"search_pipeline": name}),
-        )
-        return dict(answer)
+        return self.dialect.plugins(self)

@@ -1,4 +1,4 @@
-"""Pure builders for Elasticsearch hybrid request bodies (no I/O).
+"""Elasticsearch's own request bodies: the ``dense_vector`` field and ``knn`` leg, retrievers; pure, no I/O.
 
 - ``rrf`` / ``linear`` retrievers fuse server-side but need an Enterprise license: they are built
   only with ``licensed=True`` (off by default).
@@ -16,26 +16,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sparsebridge.backends.lucene.bodies import msearch_lines, search_body
 from sparsebridge.query.fusion import Fusion, FusionMethod
-from sparsebridge.query.hybrid import msearch_lines
 
 __all__ = [
     "dense_vector_mapping",
     "knn_section",
     "linear_retriever_body",
-    "match_clause",
     "msearch_body",
     "rrf_retriever_body",
+    "sparse_vector_search",
     "weighted_bool_knn_body",
 ]
-
-
-def match_clause(text: str, *, field: str = "text", boost: float | None = None) -> dict[str, Any]:
-    """BM25 leg: ``{"match": {field: {"query": text}}}`` (with ``boost`` when given)."""
-    body: dict[str, Any] = {"query": text}
-    if boost is not None:
-        body["boost"] = boost
-    return {"match": {field: body}}
 
 
 def dense_vector_mapping(dimension: int) -> dict[str, Any]:
@@ -164,3 +156,11 @@ def msearch_body(
         for leg in legs
     ]
     return msearch_lines(index, bodies, source=source)
+
+
+def sparse_vector_search(terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
+    """Exact dot product on an Elasticsearch ``sparse_vector`` field (8.15+), with pruning off.
+
+    Indices created on ES 8.19/9.1+ prune query tokens by default; ``"prune": false`` keeps it exact.
+    """
+    return search_body({"sparse_vector": {"field": field, "query_vector": dict(terms), "prune": False}}, k)

@@ -23,18 +23,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
-from sparsebridge.backends.retry import RetryPolicy, call_with_retry
+from sparsebridge.backends.qdrant.bodies import (
+    dense_request,
+    hybrid_request,
+    is_native,
+    leg_requests,
+    qdrant_client_module,
+    sparse_request,
+)
+from sparsebridge.backends.retry import RetryPolicy, call_with_retry, classify_failure, is_retryable
 from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
-from sparsebridge.errors import BackendError, MissingExtraError, SchemaMismatchError
-from sparsebridge.types import SearchHit, SparseVector
-
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    from sparsebridge.query.fusion import Fusion
-    from sparsebridge.query.hybrid import HybridQuery
+from sparsebridge.errors import BackendError, SchemaMismatchError
+from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
+from sparsebridge.query.hybrid import HybridQuery
+from sparsebridge.types import SearchHit, SparseVector, check_dense
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -45,7 +51,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
-_TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -67,19 +72,15 @@ class QdrantTarget:
 
 
 def _qdrant() -> Any:
-    try:
-        import qdrant_client
-    except ImportError as e:
-        raise MissingExtraError("qdrant-client", "qdrant") from e
-    return qdrant_client
+    return qdrant_client_module()
 
 
 def _is_transient(error: BaseException) -> bool:
-    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-    if isinstance(error, UnexpectedResponse):
-        return error.status_code in _TRANSIENT_STATUS
-    return isinstance(error, (ResponseHandlingException, ConnectionError, TimeoutError))
+    """Retry what :func:`~sparsebridge.backends.retry.classify_failure` retries, and no answer at all."""
+    exceptions = _qdrant().http.exceptions
+    if isinstance(error, exceptions.UnexpectedResponse):
+        return is_retryable(classify_failure(error.status_code))
+    return isinstance(error, (exceptions.ResponseHandlingException, ConnectionError, TimeoutError))
 
 
 def _older_than(version: int) -> Any:
@@ -179,7 +180,7 @@ class QdrantBackend:
         return self._client
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from qdrant_client.http.exceptions import UnexpectedResponse
+        UnexpectedResponse = _qdrant().http.exceptions.UnexpectedResponse
 
         try:
             return call_with_retry(
@@ -340,8 +341,6 @@ class QdrantBackend:
 
     def search_batch(self, queries: Sequence[SparseVector], *, k: int = 10) -> list[list[SearchHit]]:
         """Top-``k`` hits for each sparse query, in one ``query_batch_points`` round trip."""
-        from sparsebridge.query.qdrant import sparse_request
-
         for query in queries:
             check_query(query)
         check_k(k)
@@ -353,9 +352,6 @@ class QdrantBackend:
         self, queries: Sequence[npt.NDArray[np.float32]], *, k: int = 10
     ) -> list[list[SearchHit]]:
         """Top-``k`` hits for each dense query by cosine similarity, in one round trip."""
-        from sparsebridge.query.hybrid import check_dense
-        from sparsebridge.query.qdrant import dense_request
-
         check_k(k)
         checked = [check_dense(q, what="dense query") for q in queries]
         self._require_dense(checked)
@@ -369,7 +365,7 @@ class QdrantBackend:
         """Fused top-``k`` hits for each hybrid query, in one ``query_batch_points`` round trip.
 
         Fusions Qdrant computes exactly as :mod:`sparsebridge.query.fusion` defines them run
-        server-side (see :mod:`sparsebridge.query.qdrant`): Qdrant returns the whole fused candidate
+        server-side (see :mod:`sparsebridge.backends.qdrant.bodies`): Qdrant returns the whole fused candidate
         list (at most ``candidates`` per leg), which is re-sorted with our tie-break (score, then
         document id) and cut to ``k``, so the result equals client-side fusion of the same legs.
         The other fusions fetch every leg in the same single round trip and fuse client-side.
@@ -377,9 +373,6 @@ class QdrantBackend:
         Raises:
             ValueError: A query has a BM25 leg, or the weights do not match the legs.
         """
-        from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
-        from sparsebridge.query.qdrant import hybrid_request, is_native, leg_requests
-
         check_k(k)
         self._require_dense([q.dense for q in queries if q.dense is not None])
         if all(is_native(fusion, len(q.legs)) for q in queries):

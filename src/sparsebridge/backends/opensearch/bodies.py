@@ -1,4 +1,4 @@
-"""Pure builders for OpenSearch hybrid request bodies (no I/O).
+"""OpenSearch's own request bodies: the k-NN dense field and leg, native hybrid; pure, no I/O.
 
 - Native: the neural-search plugin's ``hybrid`` query (one sub-query per leg) run through a search
   pipeline: ``normalization-processor`` (``min_max`` / ``z_score`` / ``l2`` normalisation, then an
@@ -11,7 +11,7 @@
 Legs: sparse = a clause built by the ``rank_features`` adapter (``bool.should`` of linear
 ``rank_feature`` clauses), passed in as a dict; dense = :func:`knn_clause` (k-NN plugin
 ``knn_vector`` field, mapped by :func:`knn_vector_mapping`); BM25 = :func:`match_clause` on the
-``text`` field.
+``text`` field (:func:`sparsebridge.backends.lucene.bodies.match_clause`).
 
 The plugins are detected on the cluster (``GET _cat/plugins``): :data:`NEURAL_SEARCH_PLUGIN` for
 the native ``hybrid`` path, :data:`KNN_PLUGIN` for any dense leg.
@@ -24,33 +24,30 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sparsebridge.backends.lucene.bodies import msearch_lines, search_body
 from sparsebridge.query.fusion import Fusion, FusionMethod
-from sparsebridge.query.hybrid import msearch_lines
 
 __all__ = [
     "KNN_PLUGIN",
     "KNN_SETTINGS",
     "NEURAL_SEARCH_PLUGIN",
+    "NEURAL_SPARSE_MAX_WEIGHT",
     "has_search_pipeline",
     "hybrid_body",
     "knn_clause",
     "knn_vector_mapping",
-    "match_clause",
     "msearch_body",
+    "neural_sparse_search",
     "pipeline_name",
     "search_pipeline_body",
 ]
 
 KNN_PLUGIN = "opensearch-knn"  # the ``component`` name in ``GET _cat/plugins``
 NEURAL_SEARCH_PLUGIN = "opensearch-neural-search"
+NEURAL_SPARSE_MAX_WEIGHT = 64.0  # neural_sparse query_tokens weights must be in (0, 64]
 KNN_SETTINGS: dict[str, Any] = {"knn": True}  # index settings a knn_vector field needs
 
 _NORMALIZATION = {FusionMethod.MINMAX: "min_max", FusionMethod.ZSCORE: "z_score"}
-
-
-def match_clause(text: str, *, field: str = "text") -> dict[str, Any]:
-    """BM25 leg: ``{"match": {field: {"query": text}}}``."""
-    return {"match": {field: {"query": text}}}
 
 
 def knn_clause(vector: Sequence[float], *, k: int, field: str = "dense") -> dict[str, Any]:
@@ -138,3 +135,15 @@ def msearch_body(
     With ``source``, each body asks only for those ``_source`` fields and no total hit count.
     """
     return msearch_lines(index, [{"size": size, "query": dict(leg)} for leg in legs], source=source)
+
+
+def neural_sparse_search(terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
+    """OpenSearch neural-search plugin ``neural_sparse`` with raw ``query_tokens`` (an exact dot product).
+
+    Raises:
+        ValueError: A weight is above 64, which the plugin refuses.
+    """
+    too_big = {name: w for name, w in terms.items() if not 0 < w <= NEURAL_SPARSE_MAX_WEIGHT}
+    if too_big:
+        raise ValueError(f"neural_sparse query weights must be in (0, 64]; got {too_big}")
+    return search_body({"neural_sparse": {field: {"query_tokens": dict(terms)}}}, k)

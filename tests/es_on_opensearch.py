@@ -1,0 +1,40 @@
+"""The Elasticsearch adapter's bodies sent to the live OpenSearch node.
+
+No Elasticsearch server can run here. The ``rank_features`` DSL, ``_bulk`` and ``_msearch`` are
+shared by both engines, so the Elasticsearch dialect's bodies, bulk loop and response parsing run
+against OpenSearch; only the client boundary (client, its errors, the server-version check) is
+OpenSearch's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sparsebridge.backends import ClusterTarget, FieldType, LuceneBackend
+from sparsebridge.backends.elasticsearch import ElasticsearchDialect
+from sparsebridge.backends.lucene import ErrorInfo
+from sparsebridge.backends.opensearch import OpenSearchDialect
+
+
+class EsDialectOnOpenSearch(ElasticsearchDialect):
+    """Elasticsearch's bodies behind OpenSearch's client boundary."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._client_side = OpenSearchDialect()
+
+    def new_client(self, backend: LuceneBackend) -> Any:
+        return self._client_side.new_client(backend)
+
+    def error_info(self, error: BaseException) -> ErrorInfo | None:
+        return self._client_side.error_info(error)
+
+    def prepare(self, backend: LuceneBackend) -> None:
+        return None  # OpenSearch is no Elasticsearch: the version check would refuse it
+
+
+def es_bodies_on_opensearch(
+    target: ClusterTarget, *, field_type: FieldType = FieldType.RANK_FEATURES, **options: Any
+) -> LuceneBackend:
+    """A backend with the Elasticsearch dialect's ``field_type`` bodies on the OpenSearch node."""
+    return LuceneBackend(target, dialect=EsDialectOnOpenSearch(field_type=field_type), **options)
