@@ -1,0 +1,77 @@
+"""Helpers shared by the connectors' tests: the backends to run on, the exact reference, ranking checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from sparsebridge import (
+    DenseEncoder,
+    Document,
+    Encoder,
+    Fusion,
+    HybridQuery,
+    MemoryBackend,
+    SearchHit,
+    ingest,
+    open_backend,
+)
+
+MINILM_SIZE = 384
+RRF = Fusion(k=60)
+
+
+def _backend_names() -> list[str]:
+    names = ["memory", "qdrant+local", "opensearch"]
+    try:  # Qdrant Edge, where sparsebridge has it
+        open_backend("qdrant+edge:///tmp/probe/docs")
+        names.append("qdrant+edge")
+    except (ValueError, ImportError):
+        pass
+    return names
+
+
+BACKENDS = _backend_names()
+EXACT_BACKENDS = [name for name in BACKENDS if name != "opensearch"]  # no full-text search either
+
+
+def score_tolerance(name: str) -> float:
+    """Relative score tolerance against the exact reference (``rank_features`` keeps 9 significant bits)."""
+    return 1e-2 if name == "opensearch" else 1e-5
+
+
+def assert_same_top_k(
+    expected: Sequence[SearchHit], got: Sequence[tuple[str, float]], *, k: int, rel: float = 1e-5
+) -> None:
+    """``got`` is a top-``k`` of ``expected`` (a longer exact list): same scores, each id with its score.
+
+    Ties may come in another order or, at the cut, with another member; nothing else may differ.
+    """
+    assert len(got) == min(k, len(expected)) > 0
+    scores = {hit.id: hit.score for hit in expected}
+    assert [s for _, s in got] == pytest.approx([h.score for h in expected[:k]], rel=rel)
+    for doc_id, score in got:
+        assert doc_id in scores, f"{doc_id} is not in the reference ranking"
+        assert score == pytest.approx(scores[doc_id], rel=rel)
+
+
+def reference(
+    documents: list[Document], encoder: Encoder, dense: DenseEncoder | None = None
+) -> MemoryBackend:
+    """The exact in-memory reference holding ``documents``."""
+    backend = MemoryBackend()
+    ingest(documents, encoder=encoder, backend=backend, dense_encoder=dense)
+    return backend
+
+
+def exact_hybrid(
+    memory: MemoryBackend, encoder: Encoder, dense: DenseEncoder, query: str, *, candidates: int, k: int
+) -> list[SearchHit]:
+    """The exact sparse + dense RRF (k = 60) top-``k`` with ``candidates`` per leg."""
+    [sparse] = encoder.encode_queries([query])
+    [embedding] = dense.encode_queries([query])
+    [hits] = memory.search_hybrid_batch(
+        [HybridQuery(sparse=sparse, dense=embedding, candidates=candidates)], RRF, k=k
+    )
+    return hits
