@@ -17,14 +17,15 @@
                                       were written
 
 Every error is raised before any network call when the cause is local
-(bad vectors, bad options, bad input).
+(bad vectors, bad options, bad input). Every error pickles with its structured fields, so it
+crosses process boundaries (multiprocessing, Ray) intact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from sparsebridge.backends.base import WriteStats
@@ -44,8 +45,22 @@ __all__ = [
 ]
 
 
+E = TypeVar("E", bound=BaseException)
+
+
+def _rebuild(cls: type[E], args: tuple[Any, ...], state: dict[str, Any]) -> E:
+    """Unpickle an error without calling its ``__init__`` (whose keyword-only fields pickle cannot pass)."""
+    error = cls.__new__(cls, *args)
+    BaseException.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
 class SparsebridgeError(Exception):
     """Base class of every error sparsebridge raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
 class MissingExtraError(SparsebridgeError, ImportError):
@@ -67,9 +82,6 @@ class ModelOutputError(SparsebridgeError):
     def __init__(self, message: str, model: str) -> None:
         super().__init__(message)
         self.model = model
-
-    def __reduce__(self) -> tuple[type[ModelOutputError], tuple[str, str]]:
-        return type(self), (str(self.args[0]), self.model)
 
 
 class InputError(SparsebridgeError, ValueError):
