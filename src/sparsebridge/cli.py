@@ -1,6 +1,7 @@
 """``sparsebridge``: a thin command line over the library.
 
-Exit codes: 0 success, 1 a backend or model failure, 2 bad usage or bad input (nothing written).
+Exit codes: 0 success, 1 a backend, model or file-system failure, 2 bad usage or bad input
+(nothing written), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
+    except OSError as e:  # a file we read or write: full disk, permissions, a missing directory
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}")
+        return EXIT_FAILURE
 
 
 def _fail(message: str) -> None:
@@ -61,13 +66,21 @@ def _fail(message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsebridge", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log one INFO line per batch")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # the global options again, for every subcommand (SUPPRESS: given before it, they are kept)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="as above")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_subparser(common))
 
     encode = commands.add_parser("encode", help="encode a JSONL file into sparse vectors (JSONL)")
     _model_options(encode)
     _input_options(encode)
     encode.add_argument("--output", required=True, type=Path, help="where to write the vectors (JSONL)")
     encode.add_argument("--queries", action="store_true", help="use the model's query path")
+    encode.add_argument(
+        "--allow-empty-vectors",
+        action="store_true",
+        help="write documents whose vector is empty (default: refuse them, nothing written)",
+    )
     encode.set_defaults(run=_encode)
 
     ingest = commands.add_parser(
@@ -108,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.set_defaults(run=_ingest)
 
     bench = commands.add_parser("bench", help="benchmarks")
-    bench_commands = bench.add_subparsers(dest="bench", required=True)
+    bench_commands = bench.add_subparsers(dest="bench", required=True, parser_class=_subparser(common))
     bench_ingest = bench_commands.add_parser(
         "ingest", help="encode-only, sink-only and pipeline rates, overlap efficiency, memory high-water mark"
     )
@@ -142,6 +155,16 @@ def _parser() -> argparse.ArgumentParser:
     _fusion_options(evaluate)
     evaluate.set_defaults(run=_eval)
     return parser
+
+
+def _subparser(common: argparse.ArgumentParser) -> Any:
+    """A parser class for subcommands that also accept the ``common`` options."""
+
+    class Subparser(argparse.ArgumentParser):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs, parents=[common])
+
+    return Subparser
 
 
 def _positive_int(text: str) -> int:
@@ -261,30 +284,47 @@ def _checked_source(args: argparse.Namespace) -> tuple[Any, int]:
 
 def _encode(args: argparse.Namespace) -> int:
     source, _ = _checked_source(args)
-    encoder = _load_encoder(args)
-    encode = encoder.encode_queries if args.queries else encoder.encode_documents
-    batch_size = args.batch_size or encoder.suggested_batch_size
     partial = args.output.with_name(args.output.name + ".partial")
-    with partial.open("w", encoding="utf-8") as out:
-        batch: list[Any] = []
-        for document in source:
-            batch.append(document)
-            if len(batch) == batch_size:
-                _write_vectors(
-                    out, batch, encode(_texts(batch), top_k=args.top_k, min_weight=args.min_weight)
-                )
-                batch = []
-        if batch:
-            _write_vectors(out, batch, encode(_texts(batch), top_k=args.top_k, min_weight=args.min_weight))
-    partial.replace(args.output)  # the output appears whole or not at all
+    try:
+        out = partial.open("w", encoding="utf-8")  # before the model loads: a bad path fails at once
+    except OSError as e:
+        raise SparsebridgeError(f"cannot write {args.output}: {e.strerror}") from None
+    try:
+        with out:
+            encoder = _load_encoder(args)
+            _encode_into(out, source, encoder, args)
+        partial.replace(args.output)  # the output appears whole or not at all
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise SparsebridgeError(f"cannot write {args.output}: {e.strerror}; nothing was written") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return 0
 
 
-def _texts(batch: list[Any]) -> list[str]:
-    return [d.text for d in batch]
+def _encode_into(out: Any, source: Any, encoder: Any, args: argparse.Namespace) -> None:
+    batch_size = args.batch_size or encoder.suggested_batch_size
+    batch: list[Any] = []
+    for document in source:
+        batch.append(document)
+        if len(batch) == batch_size:
+            _encode_batch(out, batch, encoder, args)
+            batch = []
+    if batch:
+        _encode_batch(out, batch, encoder, args)
 
 
-def _write_vectors(out: Any, batch: list[Any], vectors: list[Any]) -> None:
+def _encode_batch(out: Any, batch: list[Any], encoder: Any, args: argparse.Namespace) -> None:
+    encode = encoder.encode_queries if args.queries else encoder.encode_documents
+    vectors = encode([d.text for d in batch], top_k=args.top_k, min_weight=args.min_weight)
+    empty = [d.id for d, v in zip(batch, vectors, strict=True) if len(v) == 0]
+    if empty and not args.allow_empty_vectors:
+        raise InputError(
+            f"{len(empty)} document(s) encode to an empty vector (no weight above --min-weight "
+            f"{args.min_weight}), e.g. {', '.join(repr(i) for i in empty[:5])}; nothing was written "
+            "(--allow-empty-vectors writes them)"
+        )
     for document, vector in zip(batch, vectors, strict=True):
         out.write(json.dumps({"id": document.id, **vector.to_json_dict()}) + "\n")
 
@@ -299,15 +339,37 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from sparsebridge.ingest import open_source
-    from sparsebridge.ingest.pipeline import IngestStats, ingest
+    """One run in a locked run dir; ``--stats-json`` is written whether it succeeds or not."""
+    from sparsebridge.ingest.checkpoint import RunDirLock
 
     if args.max_dead_letter_fraction > 1:
         raise ValueError("--max-dead-letter-fraction must be at most 1")
     if not args.input.exists():
         raise InputError("input file does not exist", source=str(args.input))
+    live: list[Any] = []  # the run's live stats, once it started
+    try:
+        with RunDirLock(_run_dir(args)):
+            return _run_ingest(args, live)
+    except BaseException as e:
+        if args.stats_json is not None:
+            stats = live[0].to_json() if live else {}
+            try:
+                _write_stats(args.stats_json, {**stats, "error": str(e) or type(e).__name__})
+            except OSError as failed:
+                _fail(f"{args.stats_json}: {failed.strerror}")
+        raise
+
+
+def _write_stats(path: Path, stats: dict[str, Any]) -> None:
+    path.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+
+
+def _run_ingest(args: argparse.Namespace, live: list[Any]) -> int:
+    from tqdm import tqdm
+
+    from sparsebridge.ingest import open_source
+    from sparsebridge.ingest.pipeline import IngestStats, ingest
+
     fields = None
     if args.metadata_fields is not None:
         fields = tuple(f for f in args.metadata_fields.split(",") if f)
@@ -326,6 +388,7 @@ def _ingest(args: argparse.Namespace) -> int:
         with tqdm(unit="docs", disable=args.no_progress, file=sys.stderr) as bar:
 
             def progress(stats: IngestStats) -> None:
+                live[:] = [stats]
                 bar.set_postfix_str(
                     f"enc {stats.encode_busy:.0%} wr {stats.write_busy:.0%} retries {stats.retries} "
                     f"dead {stats.dead_lettered} stale {stats.stale}",
@@ -353,7 +416,7 @@ def _ingest(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     if args.stats_json is not None:
-        args.stats_json.write_text(json.dumps(stats.to_json(), indent=2) + "\n", encoding="utf-8")
+        _write_stats(args.stats_json, {**stats.to_json(), "error": None})
     print(f"run {stats.run_number}: {stats.summary()}", file=sys.stderr)
     if stats.dead_lettered:
         print(f"dead-lettered items are listed in {run_dir / 'dead_letter.jsonl'}", file=sys.stderr)

@@ -11,10 +11,14 @@ already be in the engine too; rewriting them is idempotent (the same ids, the sa
 ``{"position", "id", "status", "type", "reason"}`` (``status`` is the engine's HTTP status, or
 null for bad input). ``dead_letter_bytes`` in the checkpoint is its length at that point: a resume
 truncates it there, so no record appears twice.
+
+``RUN_DIR/lock`` is held (``fcntl.flock``, exclusive) by the one process that runs in the directory
+(:class:`RunDirLock`) and holds its pid; the OS releases it when that process ends, killed or not.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -23,10 +27,66 @@ from typing import IO, Any
 
 from sparsebridge.errors import InputError
 
-__all__ = ["CHECKPOINT_NAME", "DEAD_LETTER_NAME", "Checkpoint", "DeadLetter", "DeadLetterFile"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "DEAD_LETTER_NAME",
+    "LOCK_NAME",
+    "Checkpoint",
+    "DeadLetter",
+    "DeadLetterFile",
+    "RunDirLock",
+]
 
 CHECKPOINT_NAME = "checkpoint.json"
 DEAD_LETTER_NAME = "dead_letter.jsonl"
+LOCK_NAME = "lock"
+
+
+class RunDirLock:
+    """One process at a time in a run directory: ``with RunDirLock(run_dir): ...``.
+
+    Entering creates the directory if needed and takes an exclusive ``flock`` on ``RUN_DIR/lock``
+    without waiting. A directory that cannot be written, or that another process holds, raises
+    :class:`InputError` saying which (with the holder's pid). The OS releases the lock when the
+    holder exits or is killed, so a crashed run never leaves the directory locked.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        """Prepare a lock on ``run_dir``; nothing happens until the ``with`` block is entered."""
+        self.run_dir = run_dir
+        self._handle: IO[str] | None = None
+
+    def __enter__(self) -> RunDirLock:
+        """Take the lock, or raise :class:`InputError`."""
+        where = str(self.run_dir)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handle = (self.run_dir / LOCK_NAME).open("a+", encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot write the run directory: {e.strerror}", source=where) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            by = f" (pid {holder})" if holder else ""
+            raise InputError(f"another run is using this run directory{by}", source=where) from None
+        try:
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as e:
+            handle.close()
+            raise InputError(f"cannot write the run directory: {e.strerror}", source=where) from None
+        self._handle = handle
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Release the lock."""
+        if self._handle is not None:
+            self._handle.close()  # closing the descriptor releases the flock
+            self._handle = None
 
 
 @dataclass
