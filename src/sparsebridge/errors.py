@@ -25,10 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from sparsebridge.backends.base import WriteStats
+from sparsebridge.types import WriteStats
 
 __all__ = [
     "BackendError",

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Document", "SearchHit", "SparseVector", "check_dense"]
+__all__ = ["Document", "SearchHit", "SparseVector", "WriteStats", "check_dense"]
 
 IntArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float32]
@@ -179,3 +179,21 @@ def check_dense(vector: object, *, what: str = "dense vector") -> npt.NDArray[np
         raise ValueError(f"{what} is all zeros (cosine similarity is undefined)")
     array.setflags(write=False)
     return array
+
+
+@dataclass
+class WriteStats:
+    """What one ``write`` call did: items acknowledged, retried item-attempts, stale items.
+
+    ``stale`` counts items the engine refused because it already holds a newer version (a replay
+    of an older run under external versioning): not an error, nothing was overwritten.
+    """
+
+    written: int = 0
+    retries: int = 0
+    stale: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        self.written += other.written
+        self.retries += other.retries
+        self.stale += other.stale

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from sparsebridge.query.fusion import Fusion
 from sparsebridge.query.hybrid import HybridQuery
-from sparsebridge.types import Document, SearchHit, SparseVector, check_dense
+from sparsebridge.types import Document, SearchHit, SparseVector, WriteStats, check_dense
 
 __all__ = [
     "Backend",
@@ -73,24 +73,6 @@ class Record:
         return self.document == other.document and self.vector == other.vector and same_dense
 
     __hash__ = None  # type: ignore[assignment]  # like the dataclass it was: documents hold dicts
-
-
-@dataclass
-class WriteStats:
-    """What one ``write`` call did: items acknowledged, retried item-attempts, stale items.
-
-    ``stale`` counts items the engine refused because it already holds a newer version (a replay
-    of an older run under external versioning): not an error, nothing was overwritten.
-    """
-
-    written: int = 0
-    retries: int = 0
-    stale: int = 0
-
-    def add(self, other: WriteStats) -> None:
-        self.written += other.written
-        self.retries += other.retries
-        self.stale += other.stale
 
 
 def stored_payload(document: Document) -> dict[str, Any]:
