@@ -24,7 +24,7 @@ from sparsebridge.backends import (
     open_backend,
     parse_target,
 )
-from sparsebridge.errors import InputError, SparsebridgeError
+from sparsebridge.errors import BackendError, InputError, SparsebridgeError
 
 logger = logging.getLogger("sparsebridge")
 
@@ -469,7 +469,14 @@ def _search(args: argparse.Namespace) -> int:
     dense = _load_dense(args)
     if dense is not None and not args.hybrid:
         raise ValueError("--dense-model needs --hybrid")
-    backend = _open_target(args, **({"dense_size": dense.dimension} if dense is not None else {}))
+    target = parse_target(args.to)
+    if target.path is not None and not Path(target.path).is_dir():  # a search never creates storage
+        raise BackendError(
+            f"collection {target.name!r} does not exist (ingest into it first): "
+            f"no storage directory {target.path}",
+            backend=target.engine.value,
+        )
+    backend = _open_target(args, target, **({"dense_size": dense.dimension} if dense is not None else {}))
     try:
         encoder = _load_encoder(args)
         [query] = encoder.encode_queries([args.query], top_k=args.top_k, min_weight=args.min_weight)

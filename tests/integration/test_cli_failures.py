@@ -10,12 +10,16 @@ import os
 import resource
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sparsebridge.backends import ClusterTarget, OpenSearchBackend
 from sparsebridge.cli import _parser
+from sparsebridge.errors import BackendError
+from sparsebridge.types import SparseVector
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_corpus.jsonl"
@@ -161,3 +165,29 @@ def test_global_options_are_accepted_after_the_subcommand(argv: list[str]) -> No
     assert _parser().parse_args(argv).verbose is True
     quiet = [a for a in argv if a not in ("-v", "--verbose")]
     assert _parser().parse_args(quiet).verbose is False
+
+
+def test_search_never_creates_storage(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    result = run(
+        "search", "--model", "splade-tiny", "river", "--to", f"qdrant+local://{missing}/docs", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"collection 'docs' does not exist (ingest into it first): no storage directory {missing}" in (
+        result.stderr
+    )
+    assert not missing.exists()
+
+
+def test_k_beyond_the_engines_result_window_says_so(opensearch_url: str) -> None:
+    index = f"window-{uuid.uuid4().hex[:8]}"
+    backend = OpenSearchBackend(ClusterTarget(index, url=opensearch_url), replicas=0)
+    backend.ensure_schema()
+    try:
+        query = SparseVector.from_dict({2000: 1.0})
+        for search in (backend.search, lambda q, k: backend.search_batch([q], k=k)):
+            with pytest.raises(BackendError, match=r"Result window is too large.*index\.max_result_window"):
+                search(query, k=100_000)
+    finally:
+        backend.client.indices.delete(index=index)
+        backend.close()

@@ -101,7 +101,13 @@ def error_info_from_body(status: int | None, body: Any, fallback: str) -> ErrorI
     """Read the engine's ``{"error": {"type", "reason"}}`` answer (or any other shape) into ErrorInfo."""
     error = body.get("error") if isinstance(body, Mapping) else None
     if isinstance(error, Mapping):
-        return ErrorInfo(status, str(error.get("type", "")), str(error.get("reason", "")))
+        reason = str(error.get("reason", ""))
+        causes = error.get("root_cause")
+        cause = causes[0] if isinstance(causes, list) and causes else error.get("caused_by")
+        if isinstance(cause, Mapping) and cause.get("reason") and cause.get("reason") != reason:
+            # "all shards failed" says nothing: the root cause says what (e.g. the result window)
+            reason = f"{reason} ({cause.get('type', '')}: {cause['reason']})"
+        return ErrorInfo(status, str(error.get("type", "")), reason)
     if isinstance(error, str):
         return ErrorInfo(status, error, fallback)
     return ErrorInfo(status, "", fallback)
