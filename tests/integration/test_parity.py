@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sparsebridge.encoder import Encoder
+from sparsebridge.encoder.stages import Head
 from sparsebridge.errors import InputError, ModelLoadError
 from sparsebridge.types import SparseVector
 
@@ -70,9 +71,10 @@ def test_several_devices_take_chunks_from_one_queue(
 def test_fast_path_equals_generic_path(encoder: Encoder, corpus: list[tuple[str, str]]) -> None:
     from sparsebridge.encoder.sparsify import _cpu_has_vnni
 
-    assert encoder.uses_fast_path
+    assert encoder.stages is not None
     # on a VNNI CPU the fast path's head is the int8 screen: this test then checks it end to end
-    assert (encoder._screen is not None) == (encoder.device.type == "cpu" and _cpu_has_vnni())
+    int8 = encoder.stages.heads()[0] is Head.INT8_SCREEN
+    assert int8 == (encoder.device.type == "cpu" and _cpu_has_vnni())
     generic = Encoder(encoder.model, fast_path=False)
     assert not generic.uses_fast_path
     texts = [text for _, text in corpus[:64]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import queue
@@ -10,25 +9,17 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 from enum import Enum
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from sparsebridge.encoder import triton_head
-from sparsebridge.encoder.batching import plan_batches, prefetch, tokenized_batches, tokenizer_pool
+from sparsebridge.encoder.batching import plan_batches, prefetch, tokenizer_pool
 from sparsebridge.encoder.extract import SparseExtractor
-from sparsebridge.encoder.sparsify import (
-    QuantizedProjection,
-    pad_with_first_token,
-    splade_activation,
-    splade_max_logits,
-    splade_max_logits_screened,
-)
+from sparsebridge.encoder.loading import cast_floating, restore_constructor_buffers
+from sparsebridge.encoder.stages import Head, SpladeStages, attention_without_cudnn, model_name
 from sparsebridge.errors import InputError, ModelLoadError
 from sparsebridge.types import SparseVector, check_pruning
 
@@ -48,19 +39,6 @@ class Task(str, Enum):
 
     QUERY = "query"
     DOCUMENT = "document"
-
-
-@dataclass(frozen=True)
-class _MlmPath:
-    """What the fast path needs from a ``[Transformer(fill-mask), SpladePooling(max)]`` model."""
-
-    hf_model: nn.Module
-    tokenizer: Any
-    max_seq_length: int
-    decoder: nn.Linear
-    decoder_parent: nn.Module
-    decoder_attr: str
-    double_log: bool
 
 
 class Encoder:
@@ -108,7 +86,8 @@ class Encoder:
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
         self.head_chunk_tokens = head_chunk_tokens or (8192 if model.device.type == "cuda" else 1024)
-        self._mlm = _find_mlm_path(model) if fast_path else None
+        self.model_name = model_name(model)
+        self._stages = SpladeStages.find(model) if fast_path else None
         self.fused_head = fused_head
         cores = os.cpu_count() or 1
         self._tokenizer_workers = min(8, cores // 2) if cores >= 4 else 0
@@ -141,10 +120,13 @@ class Encoder:
                 (a device named twice gets two copies, whose host work then overlaps).
             dtype: Defaults to ``torch.bfloat16`` on CUDA and ``torch.float32`` elsewhere.
             trust_remote_code: Passed to transformers; needed by models with custom code (NeoBERT).
+                Buffers that such code computes in its constructor are restored after loading
+                (see :mod:`sparsebridge.encoder.loading`).
             **options: Keyword options of :class:`Encoder` (``token_budget``, ``max_batch_size``...).
 
         Raises:
             ModelLoadError: The model cannot be found or loaded.
+            ModelOutputError: The loaded model's output is NaN or Inf.
         """
         if devices is not None:
             names = list(devices)
@@ -177,7 +159,8 @@ class Encoder:
             model = SparseEncoder(model_name_or_path, device=device, trust_remote_code=trust_remote_code)
         except Exception as e:  # transformers raises OSError, ValueError, HF errors...
             raise ModelLoadError(f"cannot load sparse model {model_name_or_path!r}: {e}") from e
-        model.to(dtype)
+        restore_constructor_buffers(model)
+        cast_floating(model, dtype)
         model.eval()
         return cls(model, **options)
 
@@ -203,7 +186,15 @@ class Encoder:
     @property
     def uses_fast_path(self) -> bool:
         """True when the MLM + max-pooling fast path is active."""
-        return self._mlm is not None
+        return self._stages is not None
+
+    @property
+    def stages(self) -> SpladeStages | None:
+        """The fast path's stages (tokenize, body, head), to time or run them one at a time.
+
+        None when the model takes the generic path.
+        """
+        return self._stages
 
     @property
     def vocab_size(self) -> int:
@@ -216,7 +207,7 @@ class Encoder:
             tokenizer = self.model.tokenizer
             # Sparse models output one dimension per vocabulary entry. (The model's reported
             # embedding dimension is not reliable before a first forward pass.)
-            size = self._mlm.decoder.out_features if self._mlm is not None else len(tokenizer)
+            size = self._stages.vocab_size if self._stages is not None else len(tokenizer)
             self._vocab = list(tokenizer.convert_ids_to_tokens(list(range(size))))
         return self._vocab
 
@@ -261,7 +252,7 @@ class Encoder:
         prompt = self.model.prompts.get(task.value) or ""
         if prompt:
             texts = [prompt + t for t in texts]
-        with _attention_without_cudnn(self.devices):
+        with attention_without_cudnn(self.devices):
             if not self._replicas:
                 return self._encode_here(texts, task, top_k=top_k, min_weight=min_weight)
             return self._encode_on_every_device(texts, task, top_k=top_k, min_weight=min_weight)
@@ -308,8 +299,10 @@ class Encoder:
         self, texts: list[str], task: Task, *, top_k: int | None, min_weight: float
     ) -> list[SparseVector]:
         """Encode on this encoder's own device (``texts`` already checked and prompted)."""
-        run_batch = self._fast_batches if self._mlm is not None else self._generic_batches
-        extractor = SparseExtractor(device=self.device, top_k=top_k, min_weight=min_weight)
+        run_batch = self._fast_batches if self._stages is not None else self._generic_batches
+        extractor = SparseExtractor(
+            device=self.device, top_k=top_k, min_weight=min_weight, model=self.model_name
+        )
         results: list[SparseVector | None] = [None] * len(texts)
         device = torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext()
         with torch.inference_mode(), device:  # CUDA streams, events and Triton use the current device
@@ -321,22 +314,12 @@ class Encoder:
         return [v for v in results if v is not None]
 
     def _fast_batches(self, texts: list[str], task: Task) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        mlm = self._mlm
-        assert mlm is not None
-        tokenize = functools.partial(
-            mlm.tokenizer,
-            truncation=True,
-            max_length=mlm.max_seq_length,
-            padding=True,
-            return_tensors="np",
-            return_token_type_ids=False,
-        )
+        stages = self._stages
+        assert stages is not None
         chunk_size = 1024
-        pool = self._tokenizer_pool(tokenize) if len(texts) > chunk_size else None
-        host_batches = tokenized_batches(
-            tokenize,
+        pool = self._tokenizer_pool(stages.tokenize_function) if len(texts) > chunk_size else None
+        host_batches = stages.tokenize(
             texts,
-            pad_id=mlm.tokenizer.pad_token_id or 0,
             token_budget=self.token_budget,
             max_batch_size=self.max_batch_size,
             chunk_size=chunk_size,
@@ -344,35 +327,16 @@ class Encoder:
             pool=pool,
             workers=self._tokenizer_workers,
         )
-        weight = mlm.decoder.weight
-        bias = mlm.decoder.bias
-        screen = self._screen
-        fused = self.fused_head and self.device.type == "cuda" and triton_head.available(self.device)
-        with _output_projection_removed(mlm):
-            for batch in prefetch(host_batches, depth=4):
-                ids_t = self._to_device(batch.input_ids)
-                mask_t = None if batch.mask is None else self._to_device(batch.mask)
-                # Unpadded batches run without a mask: no sync, and SDPA may pick flash attention.
-                # With a 2-D mask transformers checks it for padding (`mask.all()`), a device-to-host
-                # sync per padded batch (~5 ms measured on an H100). A ready 4-D boolean mask avoids
-                # it but ran 3x slower in SDPA when cuDNN attention was still allowed (run B in
-                # bench/results/); not measured since, so padded batches keep the 2-D mask.
-                hidden = mlm.hf_model(
-                    input_ids=ids_t, attention_mask=None if mask_t is None else mask_t.long()
-                ).logits
-                if screen is not None:
-                    pooled = splade_max_logits_screened(
-                        hidden, mask_t, weight, bias, screen, chunk_tokens=self.head_chunk_tokens
-                    )
-                elif fused:
-                    padded = pad_with_first_token(hidden, mask_t)
-                    pooled = triton_head.max_logits(padded.flatten(0, 1), weight, padded.shape[1])
-                    pooled = pooled + bias if bias is not None else pooled
-                else:
-                    pooled = splade_max_logits(
-                        hidden, mask_t, weight, bias, chunk_tokens=self.head_chunk_tokens
-                    )
-                yield batch.positions, splade_activation(pooled, double_log=mlm.double_log)
+        head = stages.heads()[0]
+        if head is Head.TRITON and not self.fused_head:
+            head = Head.TORCH
+        for batch in prefetch(host_batches, depth=4):
+            ids, mask = stages.to_device(batch)
+            # Padded batches keep the 2-D mask: a ready 4-D boolean mask avoids transformers' padding
+            # check but ran 3x slower in SDPA when cuDNN attention was still allowed (run B in
+            # bench/results/); not measured since.
+            hidden = stages.body(ids, mask)
+            yield batch.positions, stages.head(hidden, mask, method=head, chunk_tokens=self.head_chunk_tokens)
 
     def _tokenizer_pool(self, tokenize: Any) -> ProcessPoolExecutor | None:
         """Worker processes that tokenise chunks in parallel, started on first large input.
@@ -390,17 +354,6 @@ class Encoder:
                 self._pool = tokenizer_pool(tokenize, self._tokenizer_workers)
                 weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
             return self._pool
-
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor
-
-    @functools.cached_property
-    def _screen(self) -> QuantizedProjection | None:
-        """The int8 copy of the output projection, on CPUs where the int8 screen applies."""
-        return None if self._mlm is None else QuantizedProjection.create(self._mlm.decoder.weight)
 
     def _generic_batches(self, texts: list[str], task: Task) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         from sentence_transformers.util import batch_to_device
@@ -426,62 +379,3 @@ def _checked_texts(texts: Sequence[str]) -> list[str]:
         if not text.strip():
             raise InputError(f"text #{position} is empty")
     return checked
-
-
-def _find_mlm_path(model: SparseEncoder) -> _MlmPath | None:
-    """Recognise ``[Transformer(fill-mask), SpladePooling(max)]`` with a linear output projection."""
-    from sentence_transformers.sparse_encoder.modules import SpladePooling
-
-    modules = list(model.children())
-    if len(modules) != 2 or not isinstance(modules[1], SpladePooling):
-        return None
-    transformer, pooling = modules
-    if pooling.pooling_strategy != "max" or getattr(transformer, "transformer_task", None) != "fill-mask":
-        return None
-    # Per-task lengths, query expansion or tokenizer overrides change tokenization: generic path.
-    for option in ("query_length", "document_length", "query_expansion", "processing_kwargs"):
-        if getattr(transformer, option, None):
-            return None
-    hf_model = getattr(transformer, "model", None)
-    get_output = getattr(hf_model, "get_output_embeddings", None)
-    decoder = get_output() if callable(get_output) else None
-    if not isinstance(hf_model, nn.Module) or not isinstance(decoder, nn.Linear):
-        return None
-    for parent in hf_model.modules():
-        for name, child in parent.named_children():
-            if child is decoder:
-                return _MlmPath(
-                    hf_model=hf_model,
-                    tokenizer=transformer.tokenizer,
-                    max_seq_length=int(cast(Any, transformer).max_seq_length),
-                    decoder=decoder,
-                    decoder_parent=parent,
-                    decoder_attr=name,
-                    double_log=pooling.activation_function == "log1p_relu",
-                )
-    return None
-
-
-def _attention_without_cudnn(devices: Sequence[torch.device]) -> AbstractContextManager[Any]:
-    """On CUDA, SDPA may pick flash, memory-efficient or math attention, but not cuDNN's.
-
-    cuDNN attention builds a plan for every new batch shape: ~75 ms per shape on an H100, against
-    ~8 ms for the whole 12-layer forward it serves (bench/results/gpu-h100-shapes.log), and
-    token-budget batches rarely repeat a shape. The setting is process-wide while it is active, so
-    it is entered once, in the caller's thread, around the work of every device.
-    """
-    if not any(device.type == "cuda" for device in devices):
-        return nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
-
-
-@contextmanager
-def _output_projection_removed(mlm: _MlmPath) -> Iterator[None]:
-    """Make the MLM return the projection's input (hidden states after the head transform)."""
-    setattr(mlm.decoder_parent, mlm.decoder_attr, nn.Identity())
-    try:
-        yield
-    finally:
-        setattr(mlm.decoder_parent, mlm.decoder_attr, mlm.decoder)

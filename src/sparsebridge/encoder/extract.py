@@ -10,9 +10,21 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from sparsebridge.errors import ModelOutputError
 from sparsebridge.types import SparseVector
 
-__all__ = ["SparseExtractor", "rows_to_vectors", "to_sparse_vectors"]
+__all__ = ["SparseExtractor", "non_finite_message", "rows_to_vectors", "to_sparse_vectors"]
+
+
+def non_finite_message(model: str, rows: int | None = None, batch: int | None = None) -> str:
+    """The message of a :class:`~sparsebridge.errors.ModelOutputError`: where, and the likely causes."""
+    where = f" for {rows} of {batch} texts of a batch" if rows is not None else ""
+    return (
+        f"model {model!r} produced NaN or Inf{where}. Likely causes: weights or buffers that were not "
+        "loaded (a custom-code model's constructor-computed buffers, such as a RoPE table, under "
+        "transformers 5: load the model with Encoder.load, which restores them), or an overflow in "
+        "float16/bfloat16 (try float32)"
+    )
 
 
 def to_sparse_vectors(dense: torch.Tensor, *, top_k: int | None, min_weight: float) -> list[SparseVector]:
@@ -46,7 +58,8 @@ class SparseExtractor:
     memory asynchronously and read only when a later batch has been queued, so the host never
     waits for the GPU in between; the host only slices each row.
     A row with more than ``capacity`` weights above ``min_weight`` is re-extracted exactly (rare:
-    SPLADE documents have ~20-400 non-zeros).
+    SPLADE documents have ~20-400 non-zeros). A batch with a NaN or Inf weight raises
+    :class:`~sparsebridge.errors.ModelOutputError` naming ``model``.
     """
 
     def __init__(
@@ -57,8 +70,10 @@ class SparseExtractor:
         min_weight: float,
         capacity: int = 1024,
         lag: int = 2,
+        model: str = "the model",
     ) -> None:
         self.device = device
+        self.model = model
         self.top_k = top_k
         self.min_weight = min_weight
         self.capacity = capacity
@@ -93,7 +108,10 @@ class SparseExtractor:
         positions, dense, (values_t, indices_t, counts_t), event = self._pending.popleft()
         if event is not None:
             event.synchronize()
-        kept, above = counts_t.numpy()
+        kept, above, non_finite = counts_t.numpy()
+        if non_finite.any():
+            bad = int(np.count_nonzero(non_finite))
+            raise ModelOutputError(non_finite_message(self.model, bad, len(non_finite)), self.model)
         vectors = rows_to_vectors(values_t.numpy(), indices_t.numpy(), kept)
         if self.top_k is None:  # rows with more than `capacity` weights: extracted again, exactly
             for row in np.flatnonzero(above > kept).tolist():
@@ -125,9 +143,10 @@ def _candidates(dense: torch.Tensor, keep: int, min_weight: float) -> tuple[torc
     """On the device: each row's ``keep`` largest weights ``> min_weight``, sorted by index, packed.
 
     Returns flat values and int32 indices ``[B * keep + 1]`` holding the rows' kept entries back to
-    back (the last slot takes the dropped ones), and counts ``[2, B]``: how many of a row's
-    candidates are kept, and how many weights of the row are ``> min_weight`` in all (more than kept
-    means the row overflowed ``keep``). Fixed shapes throughout: no device-to-host sync.
+    back (the last slot takes the dropped ones), and counts ``[3, B]``: how many of a row's
+    candidates are kept, how many weights of the row are ``> min_weight`` in all (more than kept
+    means the row overflowed ``keep``), and how many are NaN or Inf. Fixed shapes throughout: no
+    device-to-host sync.
     """
     rows = dense.shape[0]
     values, indices = dense.float().topk(keep, dim=1, sorted=False)
@@ -141,4 +160,5 @@ def _candidates(dense: torch.Tensor, keep: int, min_weight: float) -> tuple[torc
     slot = torch.where(columns < kept_counts[:, None], offsets[:, None] + columns, rows * keep).flatten()
     flat_values = values.new_zeros(rows * keep + 1).scatter_(0, slot, values.flatten())
     flat_indices = indices.new_zeros(rows * keep + 1).scatter_(0, slot, indices.flatten())
-    return flat_values, flat_indices, torch.stack([kept_counts, (dense > min_weight).sum(dim=1)])
+    counts = [kept_counts, (dense > min_weight).sum(dim=1), (~torch.isfinite(dense)).sum(dim=1)]
+    return flat_values, flat_indices, torch.stack(counts)

@@ -1,0 +1,379 @@
+"""The SPLADE fast path as four public stages: tokenize, body, head, extract.
+
+:class:`SpladeStages` recognises a ``[Transformer(fill-mask), SpladePooling(max)]`` model once,
+and then runs its stages on request. The :class:`~sparsebridge.encoder.Encoder` chains them;
+benchmarks and diagnostics time them one at a time::
+
+    stages = encoder.stages                       # None when the model takes the generic path
+    for batch in stages.tokenize(texts, token_budget=8192, max_batch_size=256):
+        ids, mask = stages.to_device(batch)
+        hidden = stages.body(ids, mask)           # [B, L, H]: the model up to its vocabulary projection
+        dense = stages.head(hidden, mask)         # [B, V]: max-pooled, activated SPLADE weights
+        for position, vector in extractor.submit(batch.positions, dense): ...
+
+The model is never modified: the body runs a copy of the module path that leads to the output
+projection, in which the projection is an identity (the copy shares every parameter and buffer with
+the model). A :class:`SpladeStages` holds no per-call state, so one instance serves many threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsebridge.encoder import triton_head
+from sparsebridge.encoder.batching import HostBatch, tokenized_batches
+from sparsebridge.encoder.extract import non_finite_message
+from sparsebridge.encoder.sparsify import (
+    QuantizedProjection,
+    pad_with_first_token,
+    splade_activation,
+    splade_max_logits,
+    splade_max_logits_screened,
+)
+from sparsebridge.errors import ModelOutputError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SparseEncoder
+
+__all__ = ["Head", "SpladeStages", "attention_without_cudnn", "model_name"]
+
+# A few words of different lengths: the check that the body and the projection reproduce the model.
+_PROBE_TEXTS = ["sparse retrieval", "a second, longer text: so that the probe batch has padding"]
+
+
+class Head(str, Enum):
+    """How :meth:`SpladeStages.head` computes the max-pooled logits."""
+
+    TORCH = "torch"
+    """Chunked matmul and max in torch, on any device."""
+    TRITON = "triton"
+    """The fused Triton kernel (CUDA): no logits in memory."""
+    INT8_SCREEN = "int8-screen"
+    """A CPU int8 screen with an exact error bound, then float32 where a weight can be positive."""
+
+
+class SpladeStages:
+    """The stages of the SPLADE fast path for one MLM + max-pooling model (see the module docstring).
+
+    Build it with :meth:`find`, which returns None for models that need the generic path.
+
+    Attributes:
+        projection: The model's vocabulary projection (``nn.Linear``, ``[V, H]`` weight).
+        tokenizer: The model's tokenizer.
+        max_seq_length: Texts are truncated to this many tokens.
+        double_log: The activation is ``log1p(log1p(relu(x)))`` instead of ``log1p(relu(x))``.
+        model_name: The model's name or path, for messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        hf_model: nn.Module,
+        projection_name: str,
+        tokenizer: Any,
+        max_seq_length: int,
+        double_log: bool,
+        model_name: str,
+    ) -> None:
+        projection = hf_model.get_submodule(projection_name)
+        if not isinstance(projection, nn.Linear):
+            raise TypeError(f"{projection_name} is not an nn.Linear")
+        self.projection = projection
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.double_log = double_log
+        self.model_name = model_name
+        self._hf_model = hf_model
+        self._body = _without(hf_model, projection_name)
+        self._tokenize = functools.partial(
+            tokenizer,
+            truncation=True,
+            max_length=max_seq_length,
+            padding=True,
+            return_tensors="np",
+            return_token_type_ids=False,
+        )
+        self._screen_lock = threading.Lock()
+        self._screen: QuantizedProjection | None = None
+        self._screen_made = False
+
+    @classmethod
+    def find(cls, model: SparseEncoder) -> SpladeStages | None:
+        """The stages of ``model`` if it is ``[Transformer(fill-mask), SpladePooling(max)]``, else None.
+
+        The vocabulary projection is the model's ``get_output_embeddings()`` when that is a linear
+        layer of vocabulary size, else the last such ``nn.Linear`` in the model (custom models
+        often keep it as ``decoder`` without exposing it). It is trusted only after a probe: the
+        body followed by the projection must reproduce the model's own logits, padded and unpadded.
+
+        Raises:
+            ModelOutputError: The model's own output on the probe is NaN or Inf.
+        """
+        from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+        modules = list(model.children())
+        if len(modules) != 2 or not isinstance(modules[1], SpladePooling):
+            return None
+        transformer, pooling = modules
+        if pooling.pooling_strategy != "max" or getattr(transformer, "transformer_task", None) != "fill-mask":
+            return None
+        # Per-task lengths, query expansion or tokenizer overrides change tokenization: generic path.
+        for option in ("query_length", "document_length", "query_expansion", "processing_kwargs"):
+            if getattr(transformer, option, None):
+                return None
+        hf_model = getattr(transformer, "model", None)
+        if not isinstance(hf_model, nn.Module):
+            return None
+        name = _projection_name(hf_model)
+        if name is None:
+            return None
+        stages = cls(
+            hf_model=hf_model,
+            projection_name=name,
+            tokenizer=transformer.tokenizer,
+            max_seq_length=int(cast(Any, transformer).max_seq_length),
+            double_log=pooling.activation_function == "log1p_relu",
+            model_name=model_name(model),
+        )
+        return stages if stages._reproduces_model() else None
+
+    @property
+    def device(self) -> torch.device:
+        return self.projection.weight.device
+
+    @property
+    def vocab_size(self) -> int:
+        return self.projection.out_features
+
+    def heads(self) -> list[Head]:
+        """The heads that can run here, the one :meth:`head` uses by default first."""
+        available = [Head.TORCH]
+        if self.device.type == "cuda" and triton_head.available(self.device):
+            available.insert(0, Head.TRITON)
+        if self.screen is not None:
+            available.insert(0, Head.INT8_SCREEN)
+        return available
+
+    @property
+    def screen(self) -> QuantizedProjection | None:
+        """The int8 copy of the projection, on CPUs where the int8 screen applies (made once)."""
+        if not self._screen_made:
+            with self._screen_lock:
+                if not self._screen_made:
+                    self._screen = QuantizedProjection.create(self.projection.weight)
+                    self._screen_made = True
+        return self._screen
+
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        *,
+        token_budget: int,
+        max_batch_size: int,
+        chunk_size: int = 1024,
+        window: int = 32,
+        pool: ProcessPoolExecutor | None = None,
+        workers: int = 0,
+    ) -> Iterator[HostBatch]:
+        """Token-budget batches of ``texts`` on the host (see :func:`.batching.tokenized_batches`).
+
+        ``pool`` (from :func:`.batching.tokenizer_pool` with :attr:`tokenize_function`) tokenises
+        chunks in worker processes. Each batch's ``positions`` index ``texts``.
+        """
+        return tokenized_batches(
+            self._tokenize,
+            texts,
+            pad_id=self.tokenizer.pad_token_id or 0,
+            token_budget=token_budget,
+            max_batch_size=max_batch_size,
+            chunk_size=chunk_size,
+            window=window,
+            pool=pool,
+            workers=workers,
+        )
+
+    @property
+    def tokenize_function(self) -> functools.partial[Any]:
+        """The picklable tokenizer call that :meth:`tokenize` uses (for a tokenizer pool)."""
+        return self._tokenize
+
+    def to_device(self, batch: HostBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``input_ids`` and ``mask`` of a batch on the model's device (pinned, asynchronous on CUDA)."""
+        return _to_device(batch.input_ids, self.device), (
+            None if batch.mask is None else _to_device(batch.mask, self.device)
+        )
+
+    def body(self, input_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Hidden states ``[B, L, H]`` right before the vocabulary projection.
+
+        ``mask`` is None for unpadded batches: they run without an attention mask (no
+        device-to-host sync, and SDPA may pick flash attention). With a 2-D mask transformers
+        checks it for padding (``mask.all()``), a sync per padded batch (~5 ms measured on an H100).
+        """
+        with attention_without_cudnn([self.device]):
+            return _logits(
+                self._body(input_ids=input_ids, attention_mask=None if mask is None else mask.long())
+            )
+
+    def head(
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        *,
+        method: Head | None = None,
+        chunk_tokens: int,
+    ) -> torch.Tensor:
+        """Activated SPLADE weights ``[B, V]`` (float32) from the body's hidden states.
+
+        The max over real tokens is taken on raw logits and activated once. ``method`` defaults to
+        the first of :meth:`heads`. A row whose hidden states are not all finite comes out as NaN,
+        which the extractor reports as :class:`~sparsebridge.errors.ModelOutputError`.
+        """
+        method = method or self.heads()[0]
+        if method not in self.heads():
+            raise ValueError(f"head {method.value!r} cannot run on {self.device}")
+        weight, bias = self.projection.weight, self.projection.bias
+        padded = pad_with_first_token(hidden, mask)
+        finite = torch.isfinite(padded).flatten(1).all(dim=1)
+        if method is Head.INT8_SCREEN:
+            screen = self.screen
+            assert screen is not None
+            if not bool(finite.all()):  # the screen's quantisation needs finite inputs (CPU: no sync cost)
+                hidden = torch.where(finite[:, None, None], hidden, 0)
+            pooled = splade_max_logits_screened(hidden, mask, weight, bias, screen, chunk_tokens=chunk_tokens)
+        elif method is Head.TRITON:
+            pooled = triton_head.max_logits(padded.flatten(0, 1), weight, padded.shape[1])
+            pooled = pooled + bias if bias is not None else pooled
+        else:
+            pooled = splade_max_logits(padded, None, weight, bias, chunk_tokens=chunk_tokens)
+        dense = splade_activation(pooled, double_log=self.double_log)
+        return dense.masked_fill_(~finite[:, None], float("nan"))
+
+    def _reproduces_model(self) -> bool:
+        """Whether body + projection give the model's own logits on a padded and an unpadded batch."""
+        features = self.tokenizer(
+            _PROBE_TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False
+        )
+        ids = features["input_ids"].to(self.device)
+        mask = features["attention_mask"].to(self.device)
+        with torch.inference_mode():
+            try:
+                expected = _logits(self._hf_model(input_ids=ids, attention_mask=mask))
+            except Exception:  # a forward that needs more inputs than ids and mask: generic path
+                return False
+            if not bool(torch.isfinite(expected[mask.bool()]).all()):
+                raise ModelOutputError(non_finite_message(self.model_name), self.model_name)
+            try:
+                padded = self.projection(self.body(ids, mask.bool()))
+                unpadded = self.projection(self.body(ids[1:], None))
+            except Exception:  # the model's forward does not fit the fast path's calls
+                return False
+        scale = float(expected.abs().max()) or 1.0
+        close = functools.partial(torch.allclose, rtol=1e-3, atol=1e-3 * scale)
+        real = mask.bool()
+        return bool(
+            padded.shape == expected.shape
+            and close(padded[real], expected[real])
+            and close(unpadded[0], expected[1])
+        )
+
+
+def model_name(model: nn.Module) -> str:
+    """The name or path a model was loaded from, as its transformers config records it."""
+    for module in model.modules():
+        name = getattr(getattr(module, "config", None), "name_or_path", None)
+        if isinstance(name, str) and name:
+            return name
+    return type(model).__name__
+
+
+def _projection_name(hf_model: nn.Module) -> str | None:
+    """Name of the vocabulary projection: ``get_output_embeddings()``, else the last vocab-sized linear."""
+    vocab = getattr(getattr(hf_model, "config", None), "vocab_size", None)
+    names = {id(module): name for name, module in hf_model.named_modules() if name}
+    get_output = getattr(hf_model, "get_output_embeddings", None)
+    exposed = get_output() if callable(get_output) else None
+    if isinstance(exposed, nn.Linear) and id(exposed) in names:
+        return str(names[id(exposed)])
+    if not isinstance(vocab, int):
+        return None
+    linear = [name for name, module in hf_model.named_modules() if isinstance(module, nn.Linear)]
+    sized = [name for name in linear if hf_model.get_submodule(name).out_features == vocab]
+    return sized[-1] if sized else None
+
+
+def _without(root: nn.Module, name: str) -> nn.Module:
+    """A copy of ``root`` whose submodule ``name`` is an identity; nothing of ``root`` changes.
+
+    Only the modules on the path to ``name`` are copied, shallowly (each with its own table of
+    children); every parameter, buffer and other submodule is shared with ``root``.
+    """
+    head, _, rest = name.partition(".")
+    clone = copy.copy(root)
+    clone._modules = dict(root._modules)
+    child = root._modules[head]
+    assert child is not None
+    clone._modules[head] = _without(child, rest) if rest else nn.Identity()
+    return clone
+
+
+def _logits(output: Any) -> torch.Tensor:
+    """The logits of an MLM's output: a ``ModelOutput``, a dict or a tuple (logits first)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict) or hasattr(output, "keys"):
+        return cast(torch.Tensor, output["logits"])
+    return cast(torch.Tensor, output[0])
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+_cudnn_lock = threading.Lock()
+_cudnn_users = 0
+_cudnn_was_enabled = True
+
+
+@contextmanager
+def _cudnn_attention_off() -> Iterator[None]:
+    global _cudnn_users, _cudnn_was_enabled
+    with _cudnn_lock:
+        if _cudnn_users == 0:
+            _cudnn_was_enabled = torch.backends.cuda.cudnn_sdp_enabled()  # type: ignore[no-untyped-call]
+            torch.backends.cuda.enable_cudnn_sdp(False)
+        _cudnn_users += 1
+    try:
+        yield
+    finally:
+        with _cudnn_lock:
+            _cudnn_users -= 1
+            if _cudnn_users == 0:
+                torch.backends.cuda.enable_cudnn_sdp(_cudnn_was_enabled)
+
+
+def attention_without_cudnn(devices: Sequence[torch.device]) -> AbstractContextManager[Any]:
+    """On CUDA, SDPA may pick flash, memory-efficient or math attention, but not cuDNN's.
+
+    cuDNN attention builds a plan for every new batch shape: ~75 ms per shape on an H100, against
+    ~8 ms for the whole 12-layer forward it serves (bench/results/gpu-h100-shapes.log), and
+    token-budget batches rarely repeat a shape. The switch is process-wide, so it is counted: the
+    first thread to enter turns cuDNN attention off, the last to leave restores the setting.
+    """
+    if not any(device.type == "cuda" for device in devices):
+        return nullcontext()
+    return _cudnn_attention_off()
