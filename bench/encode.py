@@ -92,73 +92,31 @@ def timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
 
 
 def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, float]:
-    """Seconds per stage of the fast path, each stage run alone over all texts (stages synchronised)."""
-    import functools
-
-    from sparsebridge.encoder import triton_head
-    from sparsebridge.encoder.batching import tokenized_batches
-    from sparsebridge.encoder.core import _attention_without_cudnn, _output_projection_removed
+    """Texts per second of each stage of the fast path, each stage run alone over all texts (synchronised)."""
     from sparsebridge.encoder.extract import SparseExtractor
-    from sparsebridge.encoder.sparsify import (
-        pad_with_first_token,
-        splade_activation,
-        splade_max_logits,
-        splade_max_logits_screened,
-    )
+    from sparsebridge.encoder.stages import Head
 
-    mlm = encoder._mlm
-    tokenize = functools.partial(
-        mlm.tokenizer, truncation=True, max_length=mlm.max_seq_length, padding=True,
-        return_tensors="np", return_token_type_ids=False,
-    )  # fmt: skip
-    stages: dict[str, float] = {}
-    stages["tokenize"], batches = timed(
+    stages = encoder.stages
+    stage_rates: dict[str, float] = {}
+    stage_rates["tokenize"], batches = timed(
         lambda: list(
-            tokenized_batches(tokenize, texts, pad_id=0, token_budget=encoder.token_budget,
-                              max_batch_size=encoder.max_batch_size)
+            stages.tokenize(texts, token_budget=encoder.token_budget, max_batch_size=encoder.max_batch_size)
         ),
         device,
-    )  # fmt: skip
-    stages["to_device"], on_device = timed(
-        lambda: [
-            (encoder._to_device(b.input_ids), None if b.mask is None else encoder._to_device(b.mask))
-            for b in batches
-        ],
-        device,
     )
-    weight, bias = mlm.decoder.weight, mlm.decoder.bias
-    attention = _attention_without_cudnn([torch.device(device)])  # as the encoder runs it
-    with torch.inference_mode(), _output_projection_removed(mlm), attention:
-        stages["body"], hidden = timed(
-            lambda: [
-                mlm.hf_model(input_ids=i, attention_mask=None if m is None else m.long()).logits
-                for i, m in on_device
-            ],
-            device,
-        )
-        if device.startswith("cuda") and triton_head.available(torch.device(device)):
-
-            def fused() -> list[torch.Tensor]:
-                out = []
-                for h, (_, m) in zip(hidden, on_device, strict=True):
-                    padded = pad_with_first_token(h, m)
-                    out.append(triton_head.max_logits(padded.flatten(0, 1), weight, padded.shape[1]) + bias)
-                return out
-
-            stages["head_fused"], pooled = timed(fused, device)
-        stages["head_torch"], pooled = timed(
-            lambda: [splade_max_logits(h, m, weight, bias, chunk_tokens=encoder.head_chunk_tokens)
-                     for h, (_, m) in zip(hidden, on_device, strict=True)],
-            device,
-        )  # fmt: skip
-        screen, chunk = encoder._screen, encoder.head_chunk_tokens
-        if screen is not None:  # the CPU int8 screen, as the encoder runs it there
-            stages["head_int8_screen"], pooled = timed(
-                lambda: [splade_max_logits_screened(h, m, weight, bias, screen, chunk_tokens=chunk)
-                         for h, (_, m) in zip(hidden, on_device, strict=True)],
+    stage_rates["to_device"], on_device = timed(lambda: [stages.to_device(b) for b in batches], device)
+    with torch.inference_mode():
+        stage_rates["body"], hidden = timed(lambda: [stages.body(i, m) for i, m in on_device], device)
+        chunk = encoder.head_chunk_tokens
+        for head in reversed(stages.heads()):  # the default head last: its output feeds the extractor
+            stage_rates[f"head_{head.value.replace('-', '_')}"], dense = timed(
+                lambda h=head: [
+                    stages.head(x, m, method=h, chunk_tokens=chunk)
+                    for x, (_, m) in zip(hidden, on_device, strict=True)
+                ],
                 device,
-            )  # fmt: skip
-        dense = [splade_activation(p, double_log=False) for p in pooled]
+            )
+        assert head is stages.heads()[0] and Head.TORCH in stages.heads()
 
         def extract() -> int:
             extractor = SparseExtractor(device=torch.device(device), top_k=None, min_weight=0.0)
@@ -167,8 +125,8 @@ def profile_fast_path(encoder: Any, texts: list[str], device: str) -> dict[str, 
                 count += sum(1 for _ in extractor.submit(b.positions, d))
             return count + sum(1 for _ in extractor.drain())
 
-        stages["extract"], _ = timed(extract, device)
-    return {k: len(texts) / v for k, v in stages.items()}
+        stage_rates["extract"], _ = timed(extract, device)
+    return {k: len(texts) / v for k, v in stage_rates.items()}
 
 
 @contextlib.contextmanager

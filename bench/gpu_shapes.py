@@ -2,7 +2,7 @@
 
     python bench/gpu_shapes.py          # on a CUDA machine; prints one line per measurement
 
-Times, for new batch shapes, the first and the second call of: the model body (default SDPA
+Times, for new batch shapes, the first and the second call of: the model body (the encoder's SDPA
 choice, flash-only, and with a padding mask), the fused Triton head and the torch head; then the
 fast path end to end on texts it has not seen (first pass), the same texts again, and a cProfile of
 a first pass on other texts with the callers of blocking calls.
@@ -52,17 +52,16 @@ def main() -> None:
     from sentence_transformers import SparseEncoder
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from sparsebridge.encoder import Encoder, triton_head
-    from sparsebridge.encoder.core import _output_projection_removed
+    from sparsebridge.encoder import Encoder
     from sparsebridge.encoder.models import resolve_model
-    from sparsebridge.encoder.sparsify import splade_max_logits
+    from sparsebridge.encoder.stages import Head
 
     path = random_splade(12, 180, resolve_model("splade-tiny"), "cuda")
     model = SparseEncoder(path, device="cuda")
     model.max_seq_length = 256
     model.to(torch.bfloat16)
     encoder = Encoder(model)
-    mlm = encoder._mlm
+    stages = encoder.stages
     print(
         "sdp enabled: flash",
         torch.backends.cuda.flash_sdp_enabled(),
@@ -71,24 +70,23 @@ def main() -> None:
         "cudnn",
         torch.backends.cuda.cudnn_sdp_enabled(),
     )
-    weight, bias = mlm.decoder.weight, mlm.decoder.bias
 
     def ids(batch: int, length: int) -> torch.Tensor:
         return torch.randint(1000, 20000, (batch, length), device="cuda")
 
-    with torch.inference_mode(), _output_projection_removed(mlm):
-        mlm.hf_model(input_ids=ids(8, 16))  # CUDA context, cuBLAS handles
+    with torch.inference_mode():
+        stages.body(ids(8, 16), None)  # CUDA context, cuBLAS handles
         shapes = [(200, 80), (201, 81), (150, 95), (300, 60), (250, 77), (199, 83)]
         for name, context, masked in [
-            ("body default", None, False),
+            ("body", None, False),
             ("body flash-only", SDPBackend.FLASH_ATTENTION, False),
             ("body masked", None, True),
         ]:
             for batch, length in shapes:
-                length += {"body default": 0, "body flash-only": 1, "body masked": 2}[name]
+                length += {"body": 0, "body flash-only": 1, "body masked": 2}[name]
                 x = ids(batch, length)
-                mask = torch.ones(batch, length, dtype=torch.long, device="cuda")
-                mask[0, -5:] = 0
+                mask = torch.ones(batch, length, dtype=torch.bool, device="cuda")
+                mask[0, -5:] = False
 
                 def body(
                     x: torch.Tensor = x,
@@ -96,11 +94,10 @@ def main() -> None:
                     masked: bool = masked,
                     context: Any = context,
                 ) -> Any:
-                    kwargs = {"attention_mask": mask} if masked else {}
                     if context is None:
-                        return mlm.hf_model(input_ids=x, **kwargs).logits
+                        return stages.body(x, mask if masked else None)
                     with sdpa_kernel([context]):
-                        return mlm.hf_model(input_ids=x, **kwargs).logits
+                        return stages.body(x, mask if masked else None)
 
                 first, second = first_and_second(body)
                 report(name, batch, length, first, second)
@@ -109,13 +106,13 @@ def main() -> None:
             hidden = torch.randn(batch, length, 768, device="cuda", dtype=torch.bfloat16)
             before = triton_cache_files()
             first, second = first_and_second(
-                lambda h=hidden, n=length: triton_head.max_logits(h.flatten(0, 1), weight, n) + bias
+                lambda h=hidden: stages.head(h, None, method=Head.TRITON, chunk_tokens=8192)
             )
             report(
                 "head triton", batch, length, first, second, f"cache files +{triton_cache_files() - before}"
             )
             first, second = first_and_second(
-                lambda h=hidden: splade_max_logits(h, None, weight, bias, chunk_tokens=8192)
+                lambda h=hidden: stages.head(h, None, method=Head.TORCH, chunk_tokens=8192)
             )
             report("head torch", batch, length, first, second)
 
