@@ -6,6 +6,9 @@ memory reference), ``hybrid`` (the fusion of at least two of those legs). Every 
 with exact in-memory scoring (:class:`~sparsebridge.backends.memory.MemoryBackend`) over the same
 vectors; BM25 has no exact reference, so the exact hybrid fuses the exact sparse and dense legs
 with the backend's own BM25 leg.
+
+The target must hold nothing before the run: its metrics would otherwise mix in other documents
+while the exact reference holds this corpus only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sparsebridge.backends.base import (
 from sparsebridge.backends.memory import MemoryBackend
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.dense import DenseEncoder
+from sparsebridge.errors import InputError
 from sparsebridge.eval.beir import BeirDataset
 from sparsebridge.eval.metrics import METRICS, evaluate
 from sparsebridge.query.fusion import Fusion, fuse
@@ -138,7 +142,8 @@ def run_eval(
     Args:
         dataset: A loaded BEIR dataset (:func:`~sparsebridge.eval.beir.load_beir`).
         encoder: The sparse encoder (documents and queries).
-        backend: Where the corpus is written and searched (its schema is checked or created).
+        backend: Where the corpus is written and searched (its schema is checked or created); it
+            must hold no documents yet.
         dense_encoder: Adds the ``dense`` mode and a dense hybrid leg.
         fusion: How the hybrid legs are fused (default: RRF with k=60, unweighted).
         candidates: Hits per hybrid leg before fusion.
@@ -147,9 +152,20 @@ def run_eval(
 
     Returns:
         The report: metrics per mode, through the backend and exact, active dims and timings (s).
+
+    Raises:
+        InputError: The target already holds documents (nothing is written).
     """
     from sparsebridge.ingest import ingest
 
+    backend.ensure_schema()
+    held = backend.count()
+    if held:
+        name = getattr(backend, "name", type(backend).__name__)
+        raise InputError(
+            f"the {name} target already holds {held} document(s): eval measures a target that holds "
+            "its corpus alone; give it a new collection or index (or delete this one); nothing was written"
+        )
     fusion = fusion or Fusion()
     timings: dict[str, float] = {}
     exact = MemoryBackend()
