@@ -29,16 +29,15 @@ they are counted (``IngestStats.truncated``), not refused. Any other failure (fa
 error, blocked index, retries exhausted) stops the run: in-flight writes finish, the
 checkpoint covers what was acknowledged, and the error is raised.
 
-While a run is in progress the interpreter's GIL switch interval is at most 0.5 ms (restored when
-the last concurrent run ends). The encoder thread gives up the GIL for every torch operation and,
-with the default 5 ms interval, waits up to 5 ms to get it back whenever a writer or the reader
-runs Python meanwhile (an embedded-Qdrant write is pure Python), while the torch threads idle.
-On a 2-core CPU that cost the pipeline 5-15% of the encoder's rate.
+The stages themselves (read, encode, write one batch) are in :mod:`sparsebridge.ingest.stages`;
+this module runs them on threads and tracks the checkpoint. ``short_gil_switches=True`` lowers the
+interpreter's GIL switch interval while a run is in progress (process-wide; see :func:`ingest`).
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
+import functools
 import logging
 import queue
 import signal
@@ -51,27 +50,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparsebridge.backends.base import Backend, Record, WriteStats
-from sparsebridge.encoder import Encoder
-from sparsebridge.errors import BulkWriteError, DeadLetterLimitError, InputError
+from sparsebridge.backends.base import Backend, WriteStats
+from sparsebridge.errors import DeadLetterLimitError, InputError
 from sparsebridge.ingest.checkpoint import DEAD_LETTER_NAME, Checkpoint, DeadLetter, DeadLetterFile
-from sparsebridge.ingest.sources import BadInput, DictSource, ItemSource
+from sparsebridge.ingest.sources import DictSource, ItemSource
+from sparsebridge.ingest.stages import Batch, TokenCounter, encode_batch, read_batches, write_batch
 from sparsebridge.types import Document
 
 if TYPE_CHECKING:
+    from sparsebridge.encoder import Encoder
     from sparsebridge.encoder.dense import DenseEncoder
 
-__all__ = ["DeadLetterLimitError", "IngestStats", "ingest"]
+__all__ = ["SHORT_SWITCH_INTERVAL_S", "DeadLetterLimitError", "IngestStats", "ingest"]
 
 logger = logging.getLogger(__name__)
 
+SHORT_SWITCH_INTERVAL_S = 0.0005
+"""The GIL switch interval a run with ``short_gil_switches=True`` sets (at most)."""
+
 _MIN_ITEMS_FOR_FRACTION = 1000
 _KEPT_DEAD_LETTERS = 1000
-_SWITCH_INTERVAL_S = 0.0005
 
 
 class _ShortGilSwitches:
-    """Lower the GIL switch interval while at least one run is in progress (see the module docstring)."""
+    """Lower the GIL switch interval while at least one opted-in run is in progress."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -82,7 +84,7 @@ class _ShortGilSwitches:
         with self._lock:
             if self._runs == 0:
                 self._saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(self._saved, _SWITCH_INTERVAL_S))
+                sys.setswitchinterval(min(self._saved, SHORT_SWITCH_INTERVAL_S))
             self._runs += 1
 
     def __exit__(self, *_: object) -> None:
@@ -157,133 +159,6 @@ class IngestStats:
         return data
 
 
-@dataclass
-class _Batch:
-    seq: int
-    end: int  # position after the last item
-    docs: list[tuple[int, Document]] = field(default_factory=list)
-    letters: list[DeadLetter] = field(default_factory=list)
-    records: list[Record] = field(default_factory=list)
-    truncated: int = 0
-    size: int = 0  # items read into this batch
-
-
-class _Stop(Exception):
-    """The run was aborted elsewhere; leave quietly."""
-
-
-class _Run:
-    """The shared state of one pipeline run: queues, events, counters and the tracker."""
-
-    def __init__(
-        self,
-        *,
-        checkpoint: Checkpoint,
-        run_dir: Path | None,
-        dead_letter: DeadLetterFile | None,
-        stats: IngestStats,
-        max_fraction: float,
-    ) -> None:
-        self.checkpoint = checkpoint
-        self.run_dir = run_dir
-        self.dead_letter = dead_letter
-        self.stats = stats
-        self.max_fraction = max_fraction
-        self.lock = threading.Lock()
-        self.abort = threading.Event()  # stop everything (an error)
-        self.stop = threading.Event()  # stop reading, finish what is in flight (a signal)
-        self.error: BaseException | None = None
-        self.next_seq = 0
-        self.completed: dict[int, tuple[_Batch, WriteStats]] = {}
-        self.reasons: Counter[str] = Counter()
-
-    def fail(self, error: BaseException) -> None:
-        with self.lock:
-            if self.error is None:
-                self.error = error
-        self.abort.set()
-
-    def put(
-        self, q: queue.Queue[_Batch | None], item: _Batch | None, tick: Callable[[], None] | None = None
-    ) -> None:
-        """Put ``item``, calling ``tick`` every 0.1 s while the queue is full."""
-        while True:
-            if self.abort.is_set():
-                raise _Stop
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                if tick is not None:
-                    tick()
-
-    def get(self, q: queue.Queue[_Batch | None], tick: Callable[[], None] | None = None) -> _Batch | None:
-        """Take the next item, calling ``tick`` every 0.1 s while the queue is empty."""
-        while True:
-            if self.abort.is_set():
-                raise _Stop
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                if tick is not None:
-                    tick()
-
-    def complete(self, batch: _Batch, written: WriteStats) -> None:
-        """Record a finished batch; advance the checkpoint over every contiguous finished batch."""
-        batch.docs, batch.records = [], []  # done: keep only the counts and the dead letters
-        with self.lock:
-            self.stats.in_flight -= batch.size
-            self.completed[batch.seq] = (batch, written)
-            advanced = False
-            while self.next_seq in self.completed:
-                done, ws = self.completed.pop(self.next_seq)
-                self.next_seq += 1
-                advanced = True
-                cp = self.checkpoint
-                cp.written += ws.written
-                cp.stale += ws.stale
-                cp.truncated += done.truncated
-                cp.position = done.end
-                self.stats.written += ws.written
-                self.stats.stale += ws.stale
-                self.stats.truncated += done.truncated
-                self.stats.batches += 1
-                for letter in sorted(done.letters, key=lambda d: d.position):
-                    cp.dead_lettered += 1
-                    self.stats.dead_lettered += 1
-                    self.reasons[letter.type] += 1
-                    if self.dead_letter is not None:
-                        self.dead_letter.write(letter)
-                    if len(self.stats.dead_letters) < _KEPT_DEAD_LETTERS:
-                        self.stats.dead_letters.append(letter)
-                self.stats.position = cp.position
-            if not advanced:
-                return
-            self._save()
-            if self.checkpoint.position >= _MIN_ITEMS_FOR_FRACTION:
-                self.check_fraction()
-
-    def _save(self) -> None:
-        if self.dead_letter is not None:
-            self.checkpoint.dead_letter_bytes = self.dead_letter.sync()
-        if self.run_dir is not None:
-            self.checkpoint.save(self.run_dir)
-
-    def save(self) -> None:
-        with self.lock:
-            self._save()
-
-    def check_fraction(self) -> None:
-        cp = self.checkpoint
-        if cp.position and cp.dead_lettered > self.max_fraction * cp.position:
-            reasons = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in self.reasons.most_common())
-            raise DeadLetterLimitError(
-                f"{cp.dead_lettered} of {cp.position} items were dead-lettered ({reasons}), more than "
-                f"the allowed fraction {self.max_fraction}; the run stopped (checkpoint at {cp.position}, "
-                f"{cp.written} written)"
-            )
-
-
 def ingest(
     documents: Iterable[Document] | Iterable[dict[str, Any]] | ItemSource,
     *,
@@ -302,6 +177,7 @@ def ingest(
     max_dead_letter_fraction: float = 0.01,
     on_progress: Callable[[IngestStats], None] | None = None,
     handle_signals: bool = False,
+    short_gil_switches: bool = False,
 ) -> IngestStats:
     """Check the backend's schema, then read, encode and write ``documents`` with overlapped stages.
 
@@ -328,6 +204,14 @@ def ingest(
             (while it encodes a batch, after that batch).
         handle_signals: On SIGINT/SIGTERM (main thread only), stop reading, finish the batches in
             flight, write the checkpoint and return with ``interrupted=True``.
+        short_gil_switches: While the run is in progress, lower the interpreter's GIL switch
+            interval to :data:`SHORT_SWITCH_INTERVAL_S` (0.5 ms). This is process-wide state:
+            every thread of the process switches more often until the last such run ends, when
+            the previous interval is restored. It lets the encoder take the GIL back quickly from
+            the reader and the writers (it gives the GIL up for every torch operation, and with
+            the default 5 ms interval waits up to 5 ms for it while the torch threads idle);
+            on a 2-core CPU writing to embedded Qdrant that was 5-15% of the encoder's rate.
+            Off by default; the ``sparsebridge`` CLI, which owns its process, turns it on.
 
     Returns:
         The counters of this run (see :class:`IngestStats`).
@@ -345,16 +229,10 @@ def ingest(
     """
     if batch_size is None:
         batch_size = int(getattr(encoder, "suggested_batch_size", 256))
-    if batch_size <= 0 or writers <= 0 or queue_batches <= 0:
-        raise ValueError("batch_size, writers and queue_batches must be positive")
-    if not 0 <= max_dead_letter_fraction <= 1:
-        raise ValueError("max_dead_letter_fraction must be in [0, 1]")
-    if run_number is not None and (isinstance(run_number, bool) or run_number <= 0):
-        raise ValueError("run_number must be a positive integer")
+    _check_options(batch_size, writers, queue_batches, max_dead_letter_fraction, run_number)
     source: ItemSource = documents if isinstance(documents, ItemSource) else DictSource(documents)
     source_name = str(getattr(source, "path", "") or "")
-    target_name = _describe(backend)
-    checkpoint, dead_letter = _open_run(run_dir, resume, run_number, source_name, target_name)
+    checkpoint, dead_letter = open_run(run_dir, resume, run_number, source_name, describe_target(backend))
 
     backend.ensure_schema()  # preflight: a wrong schema fails before any encoding
 
@@ -364,138 +242,357 @@ def ingest(
         skipped=checkpoint.position,
         position=checkpoint.position,
     )
-    run = _Run(
-        checkpoint=checkpoint,
-        run_dir=run_dir,
-        dead_letter=dead_letter,
-        stats=stats,
-        max_fraction=max_dead_letter_fraction,
-    )
+    tracker = _Tracker(checkpoint, run_dir, dead_letter, stats, max_dead_letter_fraction)
     if checkpoint.done:
         logger.info("run %d is already complete; nothing to do", checkpoint.run_number)
-        if dead_letter is not None:
-            dead_letter.close()
+        tracker.close()
         return stats
-    limit = _token_limit(encoder)
-    encoded: queue.Queue[_Batch | None] = queue.Queue(maxsize=queue_batches)
-    read_q: queue.Queue[_Batch | None] = queue.Queue(maxsize=queue_batches)
-
-    def reader() -> None:
-        try:
-            for batch in _batches(source, batch_size, checkpoint.position, limit, run):
-                with run.lock:
-                    stats.in_flight += batch.size
-                run.put(read_q, batch)
-            run.put(read_q, None)
-        except _Stop:
-            pass
-        except BaseException as e:
-            run.fail(e)
-
-    def encode_stage(tick: Callable[[], None]) -> None:
-        try:
-            while (batch := run.get(read_q, tick)) is not None:
-                started = time.perf_counter()
-                _encode(batch, encoder, dense_encoder, top_k, min_weight, checkpoint.run_number)
-                with run.lock:
-                    stats.encode_busy_s += time.perf_counter() - started
-                tick()
-                run.put(encoded, batch, tick)
-            for _ in range(writers):
-                run.put(encoded, None, tick)
-        except _Stop:
-            pass
-        except Exception as e:
-            run.fail(e)
-        except BaseException:  # KeyboardInterrupt, SystemExit: leave now, stop the threads soon
-            run.abort.set()
-            raise
-
-    def writer() -> None:
-        try:
-            while (batch := run.get(encoded)) is not None:
-                started = time.perf_counter()
-                written = _write(batch, backend)
-                with run.lock:
-                    stats.write_busy_s += time.perf_counter() - started
-                    stats.retries += written.retries
-                run.complete(batch, written)
-        except _Stop:
-            pass
-        except BaseException as e:
-            run.fail(e)
-
-    # The encoder runs on the calling thread: torch's OpenMP pool belongs to the thread that made
-    # it, and this one has usually made one already (loading or using the model). A second pool
-    # in a new thread makes libgomp count more threads than cores and park its workers after
-    # ~1,000 spins instead of ~300,000: every parallel region then waits on a futex wake-up,
-    # which cost 5-10% of the encode rate on a 2-core CPU.
-    threads = [threading.Thread(target=reader, name="sparsebridge-reader", daemon=True)]
-    threads += [
-        threading.Thread(target=writer, name=f"sparsebridge-writer-{i}", daemon=True) for i in range(writers)
-    ]
-    restore = _install_signals(run) if handle_signals else None
-    started = time.perf_counter()
-    reported = checkpoint.position
-    next_report = started
-
-    def tick() -> None:
-        nonlocal reported, next_report
-        now = time.perf_counter()
-        stats.elapsed_s = now - started
-        if on_batch is not None and stats.position > reported:
-            on_batch(stats.position - reported)
-            reported = stats.position
-        if on_progress is not None and now >= next_report:
-            on_progress(stats)
-            next_report = now + 0.5
-
+    encode = functools.partial(
+        encode_batch,
+        encoder=encoder,
+        dense_encoder=dense_encoder,
+        top_k=top_k,
+        min_weight=min_weight,
+        run_number=checkpoint.run_number,
+    )
+    pipeline = _Pipeline(
+        tracker, encode=encode, backend=backend, writers=writers, queue_batches=queue_batches
+    )
+    batches = read_batches(
+        source,
+        batch_size=batch_size,
+        start=checkpoint.position,
+        tokens=TokenCounter.for_encoder(encoder),
+        stopped=pipeline.stopped,
+    )
+    progress = _Progress(stats, on_batch, on_progress)
+    restore = _install_signals(pipeline.stop) if handle_signals else None
     try:
-        with _short_gil_switches:
-            for thread in threads:
-                thread.start()
-            encode_stage(tick)
-            while any(t.is_alive() for t in threads):
-                time.sleep(0.1)
-                tick()
+        with _short_gil_switches if short_gil_switches else contextlib.nullcontext():
+            pipeline.run(batches, progress.tick)
     finally:
         if restore is not None:
             restore()
-    stats.elapsed_s = time.perf_counter() - started
-    stats.interrupted = run.stop.is_set() and run.error is None
-    try:
-        if run.error is None and not stats.interrupted:
+    return _finish(pipeline, tracker, progress)
+
+
+def _check_options(
+    batch_size: int, writers: int, queue_batches: int, max_dead_letter_fraction: float, run_number: int | None
+) -> None:
+    if batch_size <= 0 or writers <= 0 or queue_batches <= 0:
+        raise ValueError("batch_size, writers and queue_batches must be positive")
+    if not 0 <= max_dead_letter_fraction <= 1:
+        raise ValueError("max_dead_letter_fraction must be in [0, 1]")
+    if run_number is not None and (isinstance(run_number, bool) or run_number <= 0):
+        raise ValueError("run_number must be a positive integer")
+
+
+class _Tracker:
+    """Finishes batches in input order: dead-letter records, counters, then the checkpoint.
+
+    Writers finish batches in any order; the checkpoint advances to the end of the longest run of
+    finished batches from the start (see :mod:`sparsebridge.ingest.checkpoint`). ``lock`` guards
+    the stats too.
+    """
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        run_dir: Path | None,
+        dead_letter: DeadLetterFile | None,
+        stats: IngestStats,
+        max_fraction: float,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.run_dir = run_dir
+        self.dead_letter = dead_letter
+        self.stats = stats
+        self.max_fraction = max_fraction
+        self.lock = threading.Lock()
+        self._next_seq = 0
+        self._completed: dict[int, tuple[Batch, WriteStats]] = {}
+        self._reasons: Counter[str] = Counter()
+
+    def complete(self, batch: Batch, written: WriteStats) -> None:
+        """Record a finished batch; advance the checkpoint over every contiguous finished batch.
+
+        Raises:
+            DeadLetterLimitError: Too many items dead-lettered so far (from 1,000 items on).
+        """
+        batch.docs, batch.records = [], []  # done: keep only the counts and the dead letters
+        with self.lock:
+            self.stats.in_flight -= batch.size
+            self._completed[batch.seq] = (batch, written)
+            if self._next_seq not in self._completed:
+                return
+            while self._next_seq in self._completed:
+                done, ws = self._completed.pop(self._next_seq)
+                self._next_seq += 1
+                self._account(done, ws)
+            self._save()
+            if self.checkpoint.position >= _MIN_ITEMS_FOR_FRACTION:
+                self.check_fraction()
+
+    def _account(self, batch: Batch, written: WriteStats) -> None:
+        cp, stats = self.checkpoint, self.stats
+        cp.written += written.written
+        cp.stale += written.stale
+        cp.truncated += batch.truncated
+        cp.position = batch.end
+        stats.written += written.written
+        stats.stale += written.stale
+        stats.truncated += batch.truncated
+        stats.batches += 1
+        for letter in sorted(batch.letters, key=lambda d: d.position):
+            cp.dead_lettered += 1
+            stats.dead_lettered += 1
+            self._reasons[letter.type] += 1
+            if self.dead_letter is not None:
+                self.dead_letter.write(letter)
+            if len(stats.dead_letters) < _KEPT_DEAD_LETTERS:
+                stats.dead_letters.append(letter)
+        stats.position = cp.position
+
+    def _save(self) -> None:
+        if self.dead_letter is not None:
+            self.checkpoint.dead_letter_bytes = self.dead_letter.sync()
+        if self.run_dir is not None:
+            self.checkpoint.save(self.run_dir)
+
+    def save(self) -> None:
+        """Sync the dead-letter file, then write the checkpoint."""
+        with self.lock:
+            self._save()
+
+    def close(self) -> None:
+        """Close the dead-letter file."""
+        if self.dead_letter is not None:
+            self.dead_letter.close()
+
+    def check_fraction(self) -> None:
+        """Raise :class:`DeadLetterLimitError` if more than the allowed fraction was dead-lettered."""
+        cp = self.checkpoint
+        if cp.position and cp.dead_lettered > self.max_fraction * cp.position:
+            reasons = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in self._reasons.most_common())
+            raise DeadLetterLimitError(
+                f"{cp.dead_lettered} of {cp.position} items were dead-lettered ({reasons}), more than "
+                f"the allowed fraction {self.max_fraction}; the run stopped (checkpoint at {cp.position}, "
+                f"{cp.written} written)"
+            )
+
+
+class _Stop(Exception):
+    """The run was aborted elsewhere; leave quietly."""
+
+
+class _Pipeline:
+    """The threads of one run, joined by bounded queues.
+
+    A reader thread feeds ``read_q``; the calling thread encodes (torch's OpenMP pool belongs to
+    the thread that made it, and the calling thread has usually made one already, loading or
+    using the model; a second pool in a new thread makes libgomp count more threads than cores
+    and park its workers after ~1,000 spins instead of ~300,000, so every parallel region waits
+    on a futex wake-up: 5-10% of the encode rate on a 2-core CPU) and feeds ``encoded_q``;
+    ``writers`` writer threads write and hand each batch to the tracker. The first error aborts
+    every stage (``abort``); a signal stops the reading only (``stop``).
+    """
+
+    def __init__(
+        self,
+        tracker: _Tracker,
+        *,
+        encode: Callable[[Batch], None],
+        backend: Backend,
+        writers: int,
+        queue_batches: int,
+    ) -> None:
+        self.tracker = tracker
+        self.encode = encode
+        self.backend = backend
+        self.writers = writers
+        self.read_q: queue.Queue[Batch | None] = queue.Queue(maxsize=queue_batches)
+        self.encoded_q: queue.Queue[Batch | None] = queue.Queue(maxsize=queue_batches)
+        self.abort = threading.Event()  # stop everything (an error)
+        self.stop = threading.Event()  # stop reading, finish what is in flight (a signal)
+        self.error: BaseException | None = None
+
+    def stopped(self) -> bool:
+        """Whether the reader should stop (a signal or an error)."""
+        return self.stop.is_set() or self.abort.is_set()
+
+    def run(self, batches: Iterator[Batch], tick: Callable[[], None]) -> None:
+        """Start the reader and the writers, encode on this thread, return when every thread is done."""
+        threads = [
+            threading.Thread(target=self._read, args=(batches,), name="sparsebridge-reader", daemon=True)
+        ]
+        threads += [
+            threading.Thread(target=self._write, name=f"sparsebridge-writer-{i}", daemon=True)
+            for i in range(self.writers)
+        ]
+        for thread in threads:
+            thread.start()
+        self._encode(tick)
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.1)
+            tick()
+
+    def _fail(self, error: BaseException) -> None:
+        with self.tracker.lock:
+            if self.error is None:
+                self.error = error
+        self.abort.set()
+
+    def _read(self, batches: Iterator[Batch]) -> None:
+        stats = self.tracker.stats
+        try:
+            for batch in batches:
+                with self.tracker.lock:
+                    stats.read += batch.size
+                    stats.in_flight += batch.size
+                self._put(self.read_q, batch)
+            self._put(self.read_q, None)
+        except _Stop:
+            pass
+        except BaseException as e:
+            self._fail(e)
+
+    def _encode(self, tick: Callable[[], None]) -> None:
+        stats = self.tracker.stats
+        try:
+            while (batch := self._get(self.read_q, tick)) is not None:
+                started = time.perf_counter()
+                self.encode(batch)
+                with self.tracker.lock:
+                    stats.encode_busy_s += time.perf_counter() - started
+                tick()
+                self._put(self.encoded_q, batch, tick)
+            for _ in range(self.writers):
+                self._put(self.encoded_q, None, tick)
+        except _Stop:
+            pass
+        except Exception as e:
+            self._fail(e)
+        except BaseException:  # KeyboardInterrupt, SystemExit: leave now, stop the threads soon
+            self.abort.set()
+            raise
+
+    def _write(self) -> None:
+        stats = self.tracker.stats
+        try:
+            while (batch := self._get(self.encoded_q)) is not None:
+                started = time.perf_counter()
+                written = write_batch(batch, self.backend)
+                with self.tracker.lock:
+                    stats.write_busy_s += time.perf_counter() - started
+                    stats.retries += written.retries
+                self.tracker.complete(batch, written)
+        except _Stop:
+            pass
+        except BaseException as e:
+            self._fail(e)
+
+    def _put(
+        self, q: queue.Queue[Batch | None], item: Batch | None, tick: Callable[[], None] | None = None
+    ) -> None:
+        """Put ``item``, calling ``tick`` every 0.1 s while the queue is full."""
+        while True:
+            if self.abort.is_set():
+                raise _Stop
             try:
-                run.check_fraction()
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if tick is not None:
+                    tick()
+
+    def _get(self, q: queue.Queue[Batch | None], tick: Callable[[], None] | None = None) -> Batch | None:
+        """Take the next item, calling ``tick`` every 0.1 s while the queue is empty."""
+        while True:
+            if self.abort.is_set():
+                raise _Stop
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if tick is not None:
+                    tick()
+
+
+class _Progress:
+    """Reports progress from the calling thread: ``on_batch`` with newly done items, ``on_progress``
+    at most about twice a second; keeps ``stats.elapsed_s`` current."""
+
+    def __init__(
+        self,
+        stats: IngestStats,
+        on_batch: Callable[[int], None] | None,
+        on_progress: Callable[[IngestStats], None] | None,
+    ) -> None:
+        self.stats = stats
+        self.on_batch = on_batch
+        self.on_progress = on_progress
+        self.started = time.perf_counter()
+        self._reported = stats.position
+        self._next_report = self.started
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.stats.elapsed_s = now - self.started
+        if self.on_batch is not None and self.stats.position > self._reported:
+            self.on_batch(self.stats.position - self._reported)
+            self._reported = self.stats.position
+        if self.on_progress is not None and now >= self._next_report:
+            self.on_progress(self.stats)
+            self._next_report = now + 0.5
+
+    def finish(self) -> None:
+        if self.on_batch is not None and self.stats.position > self._reported:
+            self.on_batch(self.stats.position - self._reported)
+        if self.on_progress is not None:
+            self.on_progress(self.stats)
+
+
+def _finish(pipeline: _Pipeline, tracker: _Tracker, progress: _Progress) -> IngestStats:
+    """Close the run: the final fraction check, ``done``, the last checkpoint; raise the run's error."""
+    stats, checkpoint = tracker.stats, tracker.checkpoint
+    stats.elapsed_s = time.perf_counter() - progress.started
+    error = pipeline.error
+    stats.interrupted = pipeline.stop.is_set() and error is None
+    try:
+        if error is None and not stats.interrupted:
+            try:
+                tracker.check_fraction()
             except DeadLetterLimitError as e:
-                run.error = e
+                error = e
             else:
                 checkpoint.done = True
-        run.save()
+        tracker.save()
     finally:
-        if dead_letter is not None:
-            dead_letter.close()
-    if on_batch is not None and stats.position > reported:
-        on_batch(stats.position - reported)
-    if on_progress is not None:
-        on_progress(stats)
-    if run.error is not None:
-        raise run.error
+        tracker.close()
+    progress.finish()
+    if error is not None:
+        raise error
     if stats.read == 0 and checkpoint.position == 0:
         raise InputError("no documents")
     logger.info("run %d: %s", checkpoint.run_number, stats.summary())
     return stats
 
 
-def _describe(backend: Backend) -> str:
+def describe_target(backend: Backend) -> str:
+    """The target a run writes to, as recorded in its checkpoint (``engine:index-or-collection``)."""
     target = getattr(backend, "target", None)
     where = getattr(target, "index", None) or getattr(target, "collection", None) or ""
     return f"{backend.name}:{where}"
 
 
-def _open_run(
+def open_run(
     run_dir: Path | None, resume: bool, run_number: int | None, source: str, target: str
 ) -> tuple[Checkpoint, DeadLetterFile | None]:
+    """The checkpoint and dead-letter file of a new run, or of the run to resume, in ``run_dir``.
+
+    Raises:
+        InputError: Nothing to resume, or the run in ``run_dir`` was for another input or target.
+        ValueError: ``resume`` without a run directory, or another run number than the run's.
+    """
     previous = Checkpoint.load(run_dir) if run_dir is not None else None
     if resume:
         if run_dir is None:
@@ -520,113 +617,16 @@ def _open_run(
     return checkpoint, letters
 
 
-def _token_limit(encoder: Encoder) -> tuple[Any, int] | None:
-    """A private copy of the tokenizer (fast tokenizers are not shareable across threads) and the limit."""
-    try:
-        model: Any = encoder.model
-        limit = int(model.max_seq_length)
-        return copy.deepcopy(model.tokenizer), limit
-    except Exception:  # a model without one tokenizer/limit: truncation is not counted
-        return None
-
-
-def _batches(
-    source: ItemSource, batch_size: int, start: int, limit: tuple[Any, int] | None, run: _Run
-) -> Iterator[_Batch]:
-    first_position: dict[str, int] = {}
-    batch = _Batch(seq=0, end=start)
-    seq = 0
-    for position, item in enumerate(source.items()):
-        if isinstance(item, Document):
-            first = first_position.setdefault(item.id, position)
-            if first != position:
-                item = BadInput("duplicate_id", f"duplicate id {item.id!r} (first at item {first})", item.id)
-        if position < start:
-            continue
-        if run.stop.is_set() or run.abort.is_set():
-            break
-        run.stats.read += 1
-        if isinstance(item, BadInput):
-            where = f"{item.source}:{item.line}: " if item.line is not None else ""
-            batch.letters.append(DeadLetter(position, item.id, None, item.type, where + item.reason))
-        else:
-            batch.docs.append((position, item))
-            if limit is not None and _too_long(item.text, limit):
-                batch.truncated += 1
-        batch.end = position + 1
-        batch.size += 1
-        if batch.size >= batch_size:
-            yield batch
-            seq += 1
-            batch = _Batch(seq=seq, end=batch.end)
-    if batch.docs or batch.letters:
-        yield batch
-
-
-def _too_long(text: str, limit: tuple[Any, int]) -> bool:
-    tokenizer, max_tokens = limit
-    if len(text.encode("utf-8")) + 2 <= max_tokens:  # a token covers at least one byte
-        return False
-    return len(tokenizer(text, truncation=False, verbose=False)["input_ids"]) > max_tokens
-
-
-def _encode(
-    batch: _Batch,
-    encoder: Encoder,
-    dense_encoder: DenseEncoder | None,
-    top_k: int | None,
-    min_weight: float,
-    run_number: int,
-) -> None:
-    if not batch.docs:
-        return
-    texts = [d.text for _, d in batch.docs]
-    vectors = encoder.encode_documents(texts, top_k=top_k, min_weight=min_weight)
-    dense = dense_encoder.encode_documents(texts) if dense_encoder is not None else [None] * len(texts)
-    for (position, document), vector, embedding in zip(batch.docs, vectors, dense, strict=True):
-        if len(vector) == 0:
-            batch.letters.append(
-                DeadLetter(
-                    position,
-                    document.id,
-                    None,
-                    "empty_vector",
-                    f"empty vector: no term weight above {min_weight}",
-                )
-            )
-        else:
-            batch.records.append(Record(document, vector, embedding, version=run_number))
-
-
-def _write(batch: _Batch, backend: Backend) -> WriteStats:
-    if not batch.records:
-        return WriteStats()
-    try:
-        return backend.write(batch.records)
-    except BulkWriteError as e:
-        positions = {p: d.id for p, d in batch.docs}
-        by_id = {doc_id: p for p, doc_id in positions.items()}
-        for failure in e.failures:
-            batch.letters.append(
-                DeadLetter(
-                    by_id.get(failure.id, -1), failure.id, failure.status, failure.type, failure.reason
-                )
-            )
-        done = e.stats if e.stats is not None else WriteStats()
-        if e.stats is None:
-            done.written = len(batch.records) - len(e.failures)
-        return done
-
-
-def _install_signals(run: _Run) -> Callable[[], None] | None:
+def _install_signals(stop: threading.Event) -> Callable[[], None] | None:
+    """On SIGINT/SIGTERM set ``stop`` (a second signal raises KeyboardInterrupt); returns the undo."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def handler(signum: int, frame: Any) -> None:
-        if run.stop.is_set():  # a second signal: stop hard
+        if stop.is_set():  # a second signal: stop hard
             raise KeyboardInterrupt
         logger.warning("signal %d: finishing the batches in flight, then writing the checkpoint", signum)
-        run.stop.set()
+        stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
