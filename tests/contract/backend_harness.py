@@ -1,6 +1,7 @@
 """One harness per backend for the contract suite: how to make a fresh one, and how exact it is.
 
-Backends: the exact in-memory reference, embedded Qdrant, OpenSearch (live node), and the
+Backends: the exact in-memory reference, embedded Qdrant (qdrant-client's local mode and Qdrant
+Edge), OpenSearch (live node), and the
 Elasticsearch adapter's ``rank_features`` bodies sent to the same live OpenSearch node (the DSL is
 shared; only the client boundary, elasticsearch-py, is swapped for opensearch-py there because
 no Elasticsearch server can run here).
@@ -15,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from es_on_opensearch import es_bodies_on_opensearch as es_backend_on_opensearch
-from sparsebridge.backends import Backend, ClusterTarget, FieldType, QdrantBackend, QdrantTarget, RetryPolicy
+from sparsebridge.backends import (
+    Backend,
+    ClusterTarget,
+    FieldType,
+    QdrantBackend,
+    QdrantEdgeBackend,
+    QdrantEdgeTarget,
+    QdrantTarget,
+    RetryPolicy,
+)
 
 FAST_FAIL = RetryPolicy(max_attempts=1, max_total_seconds=1)
 
@@ -43,6 +53,17 @@ def qdrant_harness(tmp_path: Path) -> Harness:
     return Harness("qdrant", make, unreachable, quantized=False, mismatch=({}, {"idf": True}))
 
 
+def qdrant_edge_harness(tmp_path: Path) -> Harness:
+    def make(**options: Any) -> Backend:
+        return QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path / "edge"), "docs"), **options)
+
+    def unreachable() -> Backend:  # a shard under a regular file: any I/O would fail
+        (tmp_path / "a-file").write_text("")
+        return QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path / "a-file"), "docs"))
+
+    return Harness("qdrant-edge", make, unreachable, quantized=False, mismatch=({}, {"idf": True}))
+
+
 def cluster_harness(name: str, cls: type[Any], url: str, **fixed: Any) -> Harness:
     index = f"contract-{name}-{uuid.uuid4().hex[:10]}"
 
@@ -64,7 +85,7 @@ def cluster_harness(name: str, cls: type[Any], url: str, **fixed: Any) -> Harnes
     )
 
 
-BACKENDS = ["memory", "qdrant", "opensearch", "es-rank_features-on-opensearch"]
+BACKENDS = ["memory", "qdrant", "qdrant-edge", "opensearch", "es-rank_features-on-opensearch"]
 SCHEMA_BACKENDS = BACKENDS[1:]  # the in-memory reference has no schema
 
 

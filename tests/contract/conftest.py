@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_harness import BACKENDS, Harness, cluster_harness, es_bodies_on_opensearch, qdrant_harness
+from backend_harness import (
+    BACKENDS,
+    Harness,
+    cluster_harness,
+    es_bodies_on_opensearch,
+    qdrant_edge_harness,
+    qdrant_harness,
+)
 
 from sparsebridge.backends import Backend, MemoryBackend, OpenSearchBackend, Record
 from sparsebridge.encoder import Encoder
@@ -21,6 +28,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         h = Harness("memory", MemoryBackend, MemoryBackend, quantized=False, mismatch=None)
     elif name == "qdrant":
         h = qdrant_harness(tmp_path)
+    elif name == "qdrant-edge":
+        h = qdrant_edge_harness(tmp_path)
     else:
         url = request.getfixturevalue("opensearch_url")
         if name == "opensearch":

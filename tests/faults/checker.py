@@ -72,6 +72,29 @@ def read_qdrant(client: Any, collection: str, vector_name: str = "splade") -> St
             return dict(stored)
 
 
+def read_qdrant_edge(shard: str, vector_name: str = "splade") -> Stored:
+    """Every point of the Qdrant Edge shard directory ``shard`` (read with qdrant_edge itself)."""
+    import qdrant_edge
+
+    edge = qdrant_edge.EdgeShard.load(shard)  # replays the write-ahead log a killed run left
+    stored: Stored = defaultdict(list)
+    offset = None
+    try:
+        while True:
+            request = qdrant_edge.ScrollRequest(
+                offset=offset, limit=1000, with_payload=True, with_vector=True
+            )
+            points, offset = edge.scroll(request)
+            for point in points:
+                vector = point.vector[vector_name]
+                weights = dict(zip(vector.indices, vector.values, strict=True))
+                stored[str(point.payload["doc_id"])].append(weights)
+            if offset is None:
+                return dict(stored)
+    finally:
+        edge.close()
+
+
 def check(
     stored: Mapping[str, list[dict[int, float]]],
     *,

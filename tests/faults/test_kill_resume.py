@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from checker import check, read_opensearch, read_qdrant
+from checker import check, read_opensearch, read_qdrant, read_qdrant_edge
 from faultkit import Corpus, cli, wait_for_position
 
 BATCH = "32"
@@ -23,6 +23,8 @@ def _target(kind: str, tmp_path: Path, opensearch_url: str | None) -> tuple[str,
     if kind == "opensearch":
         assert opensearch_url is not None
         return f"opensearch://{opensearch_url.removeprefix('http://')}/{name}", name
+    if kind == "qdrant-edge":
+        return f"qdrant+edge://{tmp_path}/edge/{name}", name
     return f"qdrant+local://{tmp_path}/qdrant/{name}", name
 
 
@@ -32,6 +34,8 @@ def _read(
     if kind == "opensearch":
         assert opensearch_url is not None
         return read_opensearch(opensearch_url, name)
+    if kind == "qdrant-edge":
+        return read_qdrant_edge(str(tmp_path / "edge" / name))  # the shard the killed run left
     from qdrant_client import QdrantClient
 
     client = QdrantClient(path=str(tmp_path / "qdrant"))  # reopens the storage the killed run left
@@ -41,7 +45,7 @@ def _read(
         client.close()
 
 
-@pytest.fixture(params=["opensearch", "qdrant-local"])
+@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

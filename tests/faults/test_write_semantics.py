@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from checker import check, check_opensearch_index, read_opensearch, read_qdrant
+from checker import check, check_opensearch_index, read_opensearch, read_qdrant, read_qdrant_edge
 from faultkit import make_documents
 
 from sparsebridge.backends import (
@@ -27,6 +27,8 @@ from sparsebridge.backends import (
     MemoryBackend,
     OpenSearchBackend,
     QdrantBackend,
+    QdrantEdgeBackend,
+    QdrantEdgeTarget,
     QdrantTarget,
     RetryPolicy,
 )
@@ -38,7 +40,7 @@ from sparsebridge.types import Document
 Reader = Callable[[], dict[str, list[dict[int, float]]]]
 
 
-@pytest.fixture(params=["opensearch", "qdrant-local", "memory"])
+@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge", "memory"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Backend, Reader]]:
     name = f"fault-ver-{uuid.uuid4().hex[:8]}"
     backend: Any
@@ -50,6 +52,14 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Bac
     elif request.param == "qdrant-local":
         backend = QdrantBackend(QdrantTarget(name, path=str(tmp_path / "q")))
         yield backend, lambda: read_qdrant(backend.client, name)
+    elif request.param == "qdrant-edge":
+        backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path / "edge"), name))
+
+        def read_shard() -> dict[str, list[dict[int, float]]]:
+            backend.close()  # releases the shard (the next write reopens it) for an independent read
+            return read_qdrant_edge(str(tmp_path / "edge" / name))
+
+        yield backend, read_shard
     else:
         backend = MemoryBackend()
         yield backend, lambda: {i: [v.as_dict()] for i, (v, _) in backend._rows.items()}

@@ -20,7 +20,7 @@ from sparsebridge.backends.elasticsearch import ElasticsearchBackend
 from sparsebridge.backends.lucene import ClusterTarget, FieldType, LuceneBackend, Refresh
 from sparsebridge.backends.memory import MemoryBackend
 from sparsebridge.backends.opensearch import OpenSearchBackend, OpenSearchHybrid, OpenSearchQuery
-from sparsebridge.backends.qdrant import QdrantBackend, QdrantTarget
+from sparsebridge.backends.qdrant import QdrantBackend, QdrantEdgeBackend, QdrantEdgeTarget, QdrantTarget
 from sparsebridge.backends.retry import RetryPolicy
 from sparsebridge.backends.targets import Engine, Target, parse_target
 
@@ -37,6 +37,8 @@ __all__ = [
     "OpenSearchHybrid",
     "OpenSearchQuery",
     "QdrantBackend",
+    "QdrantEdgeBackend",
+    "QdrantEdgeTarget",
     "QdrantTarget",
     "Record",
     "Refresh",
@@ -97,6 +99,10 @@ def open_backend(
         )
     if parsed.engine is Engine.MEMORY:
         return MemoryBackend()
+    if parsed.engine is Engine.QDRANT_EDGE:
+        assert parsed.path is not None and parsed.name is not None
+        options.pop("retry", None)  # in-process: nothing transient to retry
+        return QdrantEdgeBackend(QdrantEdgeTarget(parsed.path, parsed.name), **options)
     assert parsed.engine is Engine.QDRANT and parsed.name is not None
     if parsed.path is not None:
         return QdrantBackend(QdrantTarget(parsed.name, path=parsed.path), **options)

@@ -1,6 +1,7 @@
 """Target URIs, parsed in one place into a typed :class:`Target`.
 
 - ``qdrant+local://PATH/COLLECTION``: embedded Qdrant storing in directory ``PATH`` (the default).
+- ``qdrant+edge://PATH/COLLECTION``: Qdrant Edge in this process, the shard directory ``PATH/COLLECTION``.
 - ``qdrant://HOST:PORT/COLLECTION`` (``qdrant+https://`` for TLS): a Qdrant server; default port 6333.
 - ``opensearch://HOST:PORT/INDEX`` (``opensearch+https://`` for TLS): an OpenSearch index
   (``rank_features``); default port 9200.
@@ -27,6 +28,7 @@ class Engine(str, Enum):
 
     MEMORY = "memory"
     QDRANT = "qdrant"
+    QDRANT_EDGE = "qdrant-edge"
     OPENSEARCH = "opensearch"
     ELASTICSEARCH = "elasticsearch"
 
@@ -43,6 +45,7 @@ class _Scheme:
 _SCHEMES = {
     "memory": _Scheme(Engine.MEMORY),
     "qdrant+local": _Scheme(Engine.QDRANT, embedded=True, what="COLLECTION"),
+    "qdrant+edge": _Scheme(Engine.QDRANT_EDGE, embedded=True, what="COLLECTION"),
     "qdrant": _Scheme(Engine.QDRANT, default_port=6333, what="COLLECTION"),
     "qdrant+https": _Scheme(Engine.QDRANT, tls=True, default_port=6333, what="COLLECTION"),
     "opensearch": _Scheme(Engine.OPENSEARCH, default_port=9200),

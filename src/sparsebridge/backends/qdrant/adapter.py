@@ -29,16 +29,14 @@ import numpy.typing as npt
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
 from sparsebridge.backends.qdrant.bodies import (
     dense_request,
-    hybrid_request,
-    is_native,
-    leg_requests,
+    plan_hybrid,
     qdrant_client_module,
     sparse_request,
 )
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry, classify_failure, is_retryable
 from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
 from sparsebridge.errors import BackendError, SchemaMismatchError
-from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
+from sparsebridge.query.fusion import Fusion
 from sparsebridge.query.hybrid import HybridQuery
 from sparsebridge.types import SearchHit, SparseVector, check_dense
 
@@ -375,27 +373,8 @@ class QdrantBackend:
         """
         check_k(k)
         self._require_dense([q.dense for q in queries if q.dense is not None])
-        if all(is_native(fusion, len(q.legs)) for q in queries):
-            requests = [
-                hybrid_request(
-                    q,
-                    fusion,
-                    limit=q.candidates * len(q.legs),  # the whole fused list: ties re-sorted here
-                    sparse_name=self.vector_name,
-                    dense_name=self.dense_name,
-                )
-                for q in queries
-            ]
-            answers = self._batch("hybrid search", requests)
-            resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
-            return [fuse([hits], resort, limit=k) for hits in answers]
-        requests, spans = [], []
-        for query in queries:
-            legs = leg_requests(query, sparse_name=self.vector_name, dense_name=self.dense_name)
-            spans.append((len(requests), len(legs)))
-            requests.extend(legs)
-        answers = self._batch("hybrid legs", requests)
-        return [fuse(answers[start : start + n], fusion, limit=k) for start, n in spans]
+        plan = plan_hybrid(queries, fusion, k=k, sparse_name=self.vector_name, dense_name=self.dense_name)
+        return plan.finish(self._batch("hybrid search", plan.requests))
 
     def _require_dense(self, vectors: Sequence[npt.NDArray[np.float32]]) -> None:
         for vector in vectors:

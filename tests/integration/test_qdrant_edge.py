@@ -1,0 +1,299 @@
+"""The Qdrant Edge adapter on the real engine (``qdrant-edge-py``): what is particular to it.
+
+The shared contract (write, rewrite, delete, exact search order, schema mismatch, bad vectors) runs
+in tests/contract; the kill/resume fault test in tests/faults. Here: the target, one process per
+shard, durability of an acknowledged write under SIGKILL, stale counts of versioned writes, the
+payload round trip, hybrid search (native fusion equal to client-side fusion of the same legs) and
+evaluation equal to exact scoring.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparsebridge.backends import Record, open_backend
+from sparsebridge.backends.qdrant.edge import QdrantEdgeBackend, QdrantEdgeTarget
+from sparsebridge.encoder import Encoder
+from sparsebridge.encoder.dense import DenseEncoder
+from sparsebridge.errors import BackendError, BackendUnavailableError, SchemaMismatchError
+from sparsebridge.eval import BeirDataset, load_beir, run_eval
+from sparsebridge.query import Fusion, FusionMethod, HybridQuery
+from sparsebridge.query.fusion import fuse
+from sparsebridge.types import Document, SearchHit, SparseVector
+
+DATASET = Path(__file__).parents[1] / "data" / "minibeir"
+CANDIDATES = 20
+
+
+@pytest.fixture(scope="module")
+def encoded(encoder: Encoder, corpus: list[tuple[str, str]]) -> list[Record]:
+    vectors = encoder.encode_documents([text for _, text in corpus])
+    return [
+        Record(Document(i, t, {"n": n}), v) for n, ((i, t), v) in enumerate(zip(corpus, vectors, strict=True))
+    ]
+
+
+def test_the_target_uri_names_one_shard_directory_per_collection(tmp_path: Path) -> None:
+    backend = open_backend(f"qdrant+edge://{tmp_path}/data/docs")
+    assert isinstance(backend, QdrantEdgeBackend)
+    assert backend.target.path == tmp_path / "data" / "docs"
+    assert not (tmp_path / "data").exists()  # no I/O before use
+    for bad in ("qdrant+edge://docs", "qdrant+edge:///", f"qdrant+edge://{tmp_path}/.."):
+        with pytest.raises(ValueError):
+            open_backend(bad)
+
+
+def test_search_on_a_missing_collection_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "nothing"))
+    with pytest.raises(BackendError, match="does not exist") as raised:
+        backend.search(SparseVector.from_dict({1: 1.0}))
+    assert raised.value.status == 404
+    with pytest.raises(BackendError, match="does not exist"):
+        backend.count()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_that_is_no_shard_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("mine")
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    with pytest.raises(BackendError, match="is not a Qdrant Edge shard"):
+        backend.ensure_schema()
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["notes.txt"]
+
+
+def test_schema_mismatch_is_reported_and_the_stored_schema_kept(
+    tmp_path: Path, encoded: list[Record]
+) -> None:
+    plain = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    plain.ensure_schema()
+    plain.write(encoded[:5])
+    plain.close()
+    for options in ({"idf": True}, {"vector_name": "other"}, {"dense_size": 384}):
+        backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"), **options)  # type: ignore[arg-type]
+        with pytest.raises(SchemaMismatchError, match="exists with another schema"):
+            backend.ensure_schema()
+        backend.close()
+    again = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    again.ensure_schema()
+    assert again.count() == 5
+    again.close()
+    dense = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "dense"), dense_size=8, idf=True)
+    dense.ensure_schema()
+    dense.close()
+    dense.ensure_schema()  # matches: no error
+    dense.close()
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from sparsebridge.backends.qdrant.edge import QdrantEdgeBackend, QdrantEdgeTarget
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(sys.argv[1], "docs"))
+    backend.ensure_schema()
+    print("open", flush=True)
+    sys.stdin.readline()
+    backend.close()
+    """
+)
+
+
+def test_a_second_process_gets_a_clear_error_naming_the_directory_and_the_holder(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+        with pytest.raises(BackendUnavailableError) as raised:
+            backend.count()
+        message = str(raised.value)
+        assert str(tmp_path / "docs") in message and f"pid {holder.pid}" in message, message
+        assert "WouldBlock" not in message
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+    backend.ensure_schema()  # released by the other process's close()
+    backend.close()
+
+
+def test_a_second_backend_in_the_same_process_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+    first = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    first.ensure_schema()
+    second = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    with pytest.raises(BackendUnavailableError, match="this process"):
+        second.ensure_schema()
+    first.close()
+    second.ensure_schema()
+    second.close()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from sparsebridge.backends import Record
+    from sparsebridge.backends.qdrant.edge import QdrantEdgeBackend, QdrantEdgeTarget
+    from sparsebridge.types import Document, SparseVector
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(sys.argv[1], "docs"))
+    backend.ensure_schema()
+    n = 0
+    while True:
+        batch = [
+            Record(Document(f"d{n + i}", "t"), SparseVector.from_dict({1 + i % 7: 1.0, 50: 0.5}), version=1)
+            for i in range(50)
+        ]
+        backend.write(batch)
+        n += len(batch)
+        print(n, flush=True)
+    """
+)
+
+
+def test_an_acknowledged_write_survives_sigkill_without_close(tmp_path: Path) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    acknowledged = 0
+    assert writer.stdout is not None
+    for line in writer.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 2000:
+            break
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert writer.returncode == -signal.SIGKILL
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    backend.ensure_schema()  # the WAL is replayed on load
+    assert backend.count() >= acknowledged
+    hits = backend.search(SparseVector.from_dict({50: 1.0}), k=acknowledged + 1000)
+    assert {f"d{i}" for i in range(acknowledged)} <= {h.id for h in hits}
+    backend.close()
+
+
+def test_versioned_writes_count_stale_replays_and_never_overwrite(
+    tmp_path: Path, encoded: list[Record]
+) -> None:
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    backend.ensure_schema()
+    newer = [Record(r.document, r.vector, version=2) for r in encoded[:30]]
+    assert backend.write(newer).written == 30
+    other = SparseVector.from_dict({99: 1.0})
+    stale = [Record(Document(r.document.id, "old", {}), other, version=1) for r in encoded[:30]]
+    replay = backend.write([*stale, Record(Document("fresh", "new", {}), other, version=1)])
+    assert (replay.written, replay.stale) == (1, 30)  # the new id is written, the old ones refused
+    same = backend.write(newer[:10])
+    assert (same.written, same.stale) == (0, 10)
+    [hit] = backend.search(other, k=5)
+    assert hit.id == "fresh"
+    assert backend.write([Record(encoded[0].document, other, version=3)]).written == 1
+    assert {h.id for h in backend.search(other, k=5)} == {"fresh", encoded[0].document.id}
+    backend.close()
+
+
+def test_payload_round_trips_and_survives_reopen(tmp_path: Path) -> None:
+    metadata = {"n": 1, "f": 0.25, "s": "é ✓", "l": [1, "a", None, True], "d": {"x": {"y": [1.5]}}, "e": {}}
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"), dense_size=3)
+    backend.ensure_schema()
+    dense = np.array([0.6, 0.8, 0.0], dtype=np.float32)
+    backend.write([Record(Document("a", "the text", metadata), SparseVector.from_dict({3: 2.0}), dense)])
+    backend.close()
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"), dense_size=3)
+    [hit] = backend.search(SparseVector.from_dict({3: 1.5}), k=3)
+    assert (hit.id, hit.score) == ("a", 3.0)
+    assert hit.payload == {"doc_id": "a", "text": "the text", "metadata": metadata}
+    [[dense_hit]] = backend.search_dense_batch([np.array([3.0, 4.0, 0.0], dtype=np.float32)], k=3)
+    assert dense_hit.id == "a" and dense_hit.score == pytest.approx(1.0, abs=1e-6)
+    backend.delete(["a", "never-written"])
+    assert backend.count() == 0
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def dense() -> DenseEncoder:
+    return DenseEncoder.load("minilm", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def dataset() -> BeirDataset:
+    return load_beir(DATASET)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, encoder, dense, dataset):  # type: ignore[no-untyped-def]
+    target = QdrantEdgeTarget(str(tmp_path_factory.mktemp("edge")), "beir")
+    backend = QdrantEdgeBackend(target, dense_size=dense.dimension)
+    report = run_eval(dataset, encoder=encoder, backend=backend, dense_encoder=dense)
+    yield backend, report
+    backend.close()
+
+
+def test_eval_metrics_are_identical_to_exact(evaluated) -> None:  # type: ignore[no-untyped-def]
+    _, report = evaluated
+    assert set(report.modes) == {"sparse", "dense", "hybrid"}
+    for mode in ("sparse", "dense", "hybrid"):
+        assert report.modes[mode] == report.exact[mode], mode
+        assert all(v == 0 for v in report.differences()[mode].values())
+    assert 0.5 < report.modes["sparse"]["ndcg@10"] <= 1.0
+
+
+@pytest.fixture(scope="module")
+def hybrid_queries(encoder: Encoder, dense: DenseEncoder, dataset: BeirDataset) -> list[HybridQuery]:
+    texts = list(dataset.queries.values())
+    return [
+        HybridQuery(sparse=s, dense=d, candidates=CANDIDATES)
+        for s, d in zip(encoder.encode_queries(texts), dense.encode_queries(texts), strict=True)
+    ]
+
+
+def edge_legs(backend: QdrantEdgeBackend, queries: list[HybridQuery]) -> list[list[list[SearchHit]]]:
+    sparse = backend.search_batch([q.sparse for q in queries if q.sparse is not None], k=CANDIDATES)
+    dense = backend.search_dense_batch([q.dense for q in queries if q.dense is not None], k=CANDIDATES)
+    return [list(legs) for legs in zip(sparse, dense, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "fusion",
+    [Fusion(FusionMethod.RRF, k=k) for k in (60, 2, 0)] + [Fusion(FusionMethod.DBSF)],
+    ids=["rrf-k60", "rrf-k2", "rrf-k0", "dbsf"],
+)
+def test_native_fusion_equals_client_side_fusion_of_the_same_legs(evaluated, hybrid_queries, fusion):  # type: ignore[no-untyped-def]
+    backend, _ = evaluated
+    native = backend.search_hybrid_batch(hybrid_queries, fusion, k=30)
+    for got, legs in zip(native, edge_legs(backend, hybrid_queries), strict=True):
+        want = fuse(legs, fusion, limit=30)
+        assert [h.id for h in got] == [h.id for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-6)
+
+
+def test_weighted_sum_and_client_side_fusions(evaluated, hybrid_queries) -> None:  # type: ignore[no-untyped-def]
+    backend, _ = evaluated
+    for fusion in (
+        Fusion(FusionMethod.SUM, weights=(0.2, 1.0)),
+        Fusion(FusionMethod.RRF, k=60, weights=(2.0, 1.0)),
+        Fusion(FusionMethod.ZSCORE),
+    ):
+        got = backend.search_hybrid_batch(hybrid_queries, fusion, k=10)
+        want = [fuse(legs, fusion, limit=10) for legs in edge_legs(backend, hybrid_queries)]
+        assert [[h.id for h in q] for q in got] == [[h.id for h in q] for q in want], fusion
+        for g, w in zip(got, want, strict=True):
+            assert [h.score for h in g] == pytest.approx([h.score for h in w], rel=1e-6)
+
+
+def test_bm25_leg_is_refused(evaluated, hybrid_queries) -> None:  # type: ignore[no-untyped-def]
+    backend, _ = evaluated
+    with pytest.raises(ValueError, match="no BM25 leg"):
+        backend.search_hybrid_batch(
+            [HybridQuery(sparse=hybrid_queries[0].sparse, text="mars")], Fusion(), k=10
+        )
