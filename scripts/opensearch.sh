@@ -281,6 +281,7 @@ do_start() {
     die "something not started by this script already answers on $URL (set OPENSEARCH_PORT)"
   fi
 
+  [[ -z "${OPENSEARCH_VERSION:-}" ]] || java_home "$OPENSEARCH_VERSION" >/dev/null # no download without a JDK for it
   home="$(resolve_home)"
   v="$(basename "$(dirname "$home")")"
   jh="$(java_home "${v#opensearch-}")"

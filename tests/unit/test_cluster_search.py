@@ -210,9 +210,28 @@ def test_dense_leg_bodies_and_cosine_scores() -> None:
         [np.array([0.0, 2.0], dtype=np.float32)], k=4
     )
     assert only.score == pytest.approx(-0.5)
-    assert client.calls[-1][1][1] == {"size": 4, "query": os_.knn_clause([0.0, 2.0], k=4), **SOURCE}
+    knn = {"knn": {"dense": {"vector": [0.0, 2.0], "k": 100}}}  # 4 hits from a beam of max(2k, 100)
+    assert client.calls[-1][1][1] == {"size": 4, "query": knn, **SOURCE}
     with pytest.raises(ValueError, match="3-d"):
         opensearch(client, dense_size=2).search_dense_batch([np.ones(3, dtype=np.float32)], k=4)
+
+
+def test_an_existing_dense_field_must_be_the_one_the_backend_maps() -> None:
+    mapped = os_.knn_vector_mapping(3)
+    as_read = {**mapped, "method": {**mapped["method"], "parameters": {}}}  # what the node answers
+    assert os_.knn_field_problem(as_read, 3) is None
+    assert os_.knn_field_problem(mapped, 4) == "dimension 3, wanted 4"
+    assert os_.knn_field_problem(None, 3) == "type None, wanted 'knn_vector'"
+    default_engine = {"type": "knn_vector", "dimension": 3}  # faiss on 3.x: fatal without native libs
+    assert "engine (default)" in str(os_.knn_field_problem(default_engine, 3))
+    faiss = {**mapped, "method": {**mapped["method"], "engine": "faiss"}}
+    assert "engine faiss" in str(os_.knn_field_problem(faiss, 3))
+    l2 = {**mapped, "method": {**mapped["method"], "space_type": "l2"}}
+    assert "space type l2" in str(os_.knn_field_problem(l2, 3))
+    assert [os_.knn_candidates(k) for k in (1, 10, 50, 51, 100)] == [100, 100, 100, 102, 200]
+    dialect = elasticsearch(Recorder(), dense_size=3).dialect
+    assert dialect.dense_field_problem(es.dense_vector_mapping(3), 3) is None
+    assert "wanted 'dense_vector' of 4" in str(dialect.dense_field_problem(es.dense_vector_mapping(3), 4))
 
 
 def test_dense_records_are_written_or_refused_never_dropped() -> None:

@@ -218,6 +218,13 @@ class ElasticsearchDialect:
     def dense_mapping(self, dimension: int) -> tuple[dict[str, Any], dict[str, Any]]:
         return es_bodies.dense_vector_mapping(dimension), {}
 
+    def dense_field_problem(self, have: Mapping[str, Any] | None, dimension: int) -> str | None:
+        size = {k: v for k, v in (have or {}).items() if k in ("type", "dims")}
+        if size != {"type": "dense_vector", "dims": dimension}:
+            have_type, have_dims = size.get("type"), size.get("dims")
+            return f"type {have_type!r} of {have_dims!r} dims, wanted 'dense_vector' of {dimension}"
+        return None
+
     def require_dense_support(self, backend: LuceneBackend) -> None:
         return None  # dense_vector is core Elasticsearch
 

@@ -154,6 +154,10 @@ class Dialect(Protocol):
         """The dense field's mapping and the index settings it needs."""
         ...
 
+    def dense_field_problem(self, have: Mapping[str, Any] | None, dimension: int) -> str | None:
+        """Why an existing index's dense field mapping ``have`` cannot serve this dialect's dense leg."""
+        ...
+
     def require_dense_support(self, backend: LuceneBackend) -> None:
         """Raise if the cluster cannot hold a dense field (OpenSearch: the k-NN plugin)."""
         ...
@@ -308,11 +312,10 @@ class LuceneBackend:
         properties = index_mapping.get("mappings", {})
         problems = bodies.mapping_problems(properties, field=self.field, field_type=self.field_type)
         if self.dense_size is not None:
-            wanted = self.index_body()["mappings"]["properties"][self.dense_field]
             have = properties.get("properties", {}).get(self.dense_field)
-            size = {k: v for k, v in (have or {}).items() if k in ("type", "dimension", "dims")}
-            if size != {k: v for k, v in wanted.items() if k in ("type", "dimension", "dims")}:
-                problems.append(f"dense field {self.dense_field!r} is {have!r}, wanted {wanted!r}")
+            problem = self.dialect.dense_field_problem(have, self.dense_size)
+            if problem is not None:
+                problems.append(f"dense field {self.dense_field!r}: {problem} (it is {have!r})")
         if problems:
             raise SchemaMismatchError(
                 f"index {index!r} exists with another schema: " + "; ".join(problems), backend=self.name

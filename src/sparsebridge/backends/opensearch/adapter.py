@@ -140,10 +140,13 @@ class OpenSearchDialect:
         return os_bodies.msearch_body(index, [clause], size=size, source=bodies.PAYLOAD_FIELDS)
 
     def dense_clause(self, vector: npt.NDArray[np.float32], *, k: int, field: str) -> dict[str, Any]:
-        return os_bodies.knn_clause(vector.tolist(), k=k, field=field)
+        return os_bodies.knn_clause(vector.tolist(), k=os_bodies.knn_candidates(k), field=field)
 
     def dense_mapping(self, dimension: int) -> tuple[dict[str, Any], dict[str, Any]]:
         return os_bodies.knn_vector_mapping(dimension), dict(os_bodies.KNN_SETTINGS)
+
+    def dense_field_problem(self, have: Mapping[str, Any] | None, dimension: int) -> str | None:
+        return os_bodies.knn_field_problem(have, dimension)
 
     def plugins(self, backend: LuceneBackend) -> frozenset[str]:
         """The plugins installed on the cluster (``GET _cat/plugins`` components), read once."""
