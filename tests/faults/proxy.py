@@ -8,9 +8,10 @@ Faults, changeable while it runs (``proxy.faults``):
   client saw a connection error;
 - ``truncate_connections``: the next N answers: only half of the first answer chunk is relayed,
   then the connection closes: a truncated response;
-- ``bandwidth``: bytes per second, client -> server (a slow link that must block the producer).
+- ``bandwidth``: bytes per second, client -> server (a slow link that must block the producer);
+- ``hold``: while True, requests are not forwarded (a stalled link: they wait, unanswered).
 
-``path`` limits resets and truncations to matching requests (``/_bulk``).
+``path`` limits resets, truncations and holds to matching requests (``/_bulk``).
 ``proxy.injected`` counts the faults actually injected, so a test can assert it produced them.
 """
 
@@ -30,6 +31,7 @@ class Faults:
     reset_connections: int = 0
     truncate_connections: int = 0
     bandwidth: float | None = None
+    hold: bool = False
     path: str = ""  # inject resets/truncations only into answers to requests whose line has this
 
 
@@ -144,6 +146,8 @@ class FaultProxy:
                 if not state["request_sent"]:  # the first bytes of a request: its request line
                     line = chunk.split(b"\r\n", 1)[0]
                     state["match"] = self.faults.path.encode() in line
+                while self.faults.hold and state["match"]:
+                    await asyncio.sleep(0.02)
                 writer.write(chunk)
                 await writer.drain()
                 state["request_sent"] = True

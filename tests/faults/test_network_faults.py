@@ -2,11 +2,13 @@
 
 Resets after the request was sent (applied, but the client saw an error), truncated responses
 and added latency must end with every document stored once with its clean vector; a bandwidth
-cap must block the reader and the encoder (bounded queues) instead of growing what is in flight.
+cap (after a stall that fills every stage) must block the reader and the encoder (bounded queues)
+instead of growing what is in flight.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,12 +30,12 @@ def proxy(opensearch_url: str) -> Iterator[FaultProxy]:
         yield p
 
 
-def _backend(proxy: FaultProxy, name: str) -> OpenSearchBackend:
+def _backend(proxy: FaultProxy, name: str, timeout: float = 10.0) -> OpenSearchBackend:
     return OpenSearchBackend(
         ClusterTarget(name, url=proxy.url),
         replicas=0,
         refresh=Refresh.NONE,
-        timeout=10.0,
+        timeout=timeout,
         retry=RetryPolicy(max_attempts=30, initial_wait=0.1, max_wait=1.0, max_total_seconds=60),
     )
 
@@ -70,33 +72,50 @@ def test_network_faults_lose_and_duplicate_nothing(
 def test_a_bandwidth_cap_blocks_the_producer_instead_of_growing_memory(
     proxy: FaultProxy, opensearch_url: str, encoder: Any
 ) -> None:
+    """The link first passes nothing until every stage is seen full, then is capped: however slow the
+    encoder (a loaded machine), the queues fill, and what is in flight never passes the bound."""
     name = f"fault-bw-{uuid.uuid4().hex[:8]}"
-    backend = _backend(proxy, name)
+    backend = _backend(proxy, name, timeout=600.0)  # a held request waits; it is not retried
     backend.ensure_schema()
-    proxy.faults.bandwidth = 4000  # bytes/s, client -> server
     documents = make_documents(480, seed=22, prefix="bw")
     batch_size, writers, queue_batches = 16, 2, 2
+    # each writer holds a batch, each queue queue_batches, the encoder and the reader one each
     bound = (2 * queue_batches + writers + 2) * batch_size
     in_flight: list[int] = []
+    seen_full = threading.Event()
+
+    def release() -> None:
+        proxy.faults.bandwidth = 20_000  # bytes/s, client -> server
+        proxy.faults.hold = False
 
     def sample(stats: IngestStats) -> None:
         in_flight.append(stats.in_flight)
+        if stats.in_flight >= bound and not seen_full.is_set():
+            seen_full.set()
+            release()
 
-    stats = ingest(
-        documents,
-        encoder=encoder,
-        backend=backend,
-        batch_size=batch_size,
-        writers=writers,
-        queue_batches=queue_batches,
-        on_progress=sample,
-    )
+    proxy.faults.path, proxy.faults.hold = "/_bulk", True
+    safety = threading.Timer(300, release)  # a run that never fills its queues still ends (and fails below)
+    safety.start()
+    try:
+        stats = ingest(
+            documents,
+            encoder=encoder,
+            backend=backend,
+            batch_size=batch_size,
+            writers=writers,
+            queue_batches=queue_batches,
+            on_progress=sample,
+        )
+    finally:
+        safety.cancel()
+        release()
     print(
-        f"\nbandwidth cap: {stats.elapsed_s:.1f}s, max in flight {max(in_flight)} (bound {bound}), "
+        f"\nstalled, then capped: {stats.elapsed_s:.1f}s, in flight at most {max(in_flight)} of {bound}; "
         f"encoder busy {stats.encode_busy:.0%}, writers busy {stats.write_busy:.0%}"
     )
+    assert seen_full.is_set(), f"in flight peaked at {max(in_flight)} < {bound}: the stages never filled"
     assert max(in_flight) <= bound, f"{max(in_flight)} documents in flight: the producer was not blocked"
-    assert max(in_flight) > bound - 2 * batch_size, "the queues never filled: the sink was not the bottleneck"
     _check(opensearch_url, name, documents, encoder)
     backend.client.indices.delete(index=name)
     backend.close()
