@@ -12,6 +12,13 @@ already be in the engine too; rewriting them is idempotent (the same ids, the sa
 null for bad input). ``dead_letter_bytes`` in the checkpoint is its length at that point: a resume
 truncates it there, so no record appears twice.
 
+A checkpoint names what it is about, and a resume must match both: ``target`` is the full
+identity of where the run writes (:func:`target_identity`: engine, ``scheme://host:port`` or the
+resolved storage directory, collection or index), ``input`` a fingerprint of the input file
+(:class:`InputFingerprint`: size, modification time, a hash of its first and last MiB). Resuming
+into another place would skip documents that place never received; resuming over an input that
+changed at the same path would skip or repeat whatever moved.
+
 ``RUN_DIR/lock`` is held (``fcntl.flock``, exclusive) by the one process that runs in the directory
 (:class:`RunDirLock`) and holds its pid; the OS releases it when that process ends, killed or not.
 """
@@ -19,11 +26,13 @@ truncates it there, so no record appears twice.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from sparsebridge.errors import InputError
 
@@ -34,7 +43,9 @@ __all__ = [
     "Checkpoint",
     "DeadLetter",
     "DeadLetterFile",
+    "InputFingerprint",
     "RunDirLock",
+    "target_identity",
 ]
 
 CHECKPOINT_NAME = "checkpoint.json"
@@ -102,6 +113,7 @@ class Checkpoint:
     dead_letter_bytes: int = 0
     source: str = ""
     target: str = ""
+    input: dict[str, Any] = field(default_factory=dict)
     done: bool = False
 
     @classmethod
@@ -128,6 +140,81 @@ class Checkpoint:
             os.fsync(out.fileno())
         tmp.replace(path)
         _fsync_dir(run_dir)
+
+
+@dataclass(frozen=True)
+class InputFingerprint:
+    """What identifies an input file's content cheaply: size, modification time (ns), and a BLAKE2b
+    hash of its first and last :attr:`BLOCK` bytes (the whole file when it is smaller)."""
+
+    size: int
+    mtime_ns: int
+    head_tail_blake2b: str
+
+    BLOCK = 1 << 20
+
+    @classmethod
+    def of(cls, path: Path) -> InputFingerprint:
+        """Fingerprint the file at ``path``.
+
+        Raises:
+            InputError: The file cannot be read.
+        """
+        try:
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                mtime_ns = os.fstat(handle.fileno()).st_mtime_ns
+                digest = hashlib.blake2b(handle.read(cls.BLOCK), digest_size=16)
+                if size > cls.BLOCK:
+                    handle.seek(max(cls.BLOCK, size - cls.BLOCK))
+                    digest.update(handle.read(cls.BLOCK))
+        except OSError as e:
+            raise InputError(f"cannot read the input file: {e.strerror}", source=str(path)) from None
+        return cls(size, mtime_ns, digest.hexdigest())
+
+    def to_json(self) -> dict[str, Any]:
+        """As stored in the checkpoint."""
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "head_tail_blake2b": self.head_tail_blake2b}
+
+    def changes(self, recorded: dict[str, Any]) -> list[str]:
+        """How this file differs from the ``recorded`` fingerprint (empty: the same)."""
+        changes = []
+        if recorded.get("size") != self.size:
+            changes.append(f"size {recorded.get('size')} -> {self.size} bytes")
+        if recorded.get("mtime_ns") != self.mtime_ns:
+            changes.append("modification time")
+        if recorded.get("head_tail_blake2b") != self.head_tail_blake2b:
+            changes.append("content")
+        return changes
+
+
+def target_identity(backend: Any) -> str:
+    """Where ``backend`` writes, in full: ``ENGINE:LOCATION/NAME``.
+
+    ``LOCATION`` is ``scheme://host:port`` of a server (the port made explicit) or the resolved
+    storage directory of an embedded store, so two targets with the same identity hold the same
+    documents, and a relative directory names the same place from anywhere. A backend with
+    neither (the in-memory reference) is ``ENGINE:``.
+
+    Example:
+        >>> from sparsebridge.backends import ClusterTarget, OpenSearchBackend
+        >>> target_identity(OpenSearchBackend(ClusterTarget("docs", url="http://localhost")))
+        'opensearch:http://localhost:80/docs'
+    """
+    target = getattr(backend, "target", None)
+    name = getattr(target, "index", None) or getattr(target, "collection", None) or ""
+    url = getattr(target, "url", None)
+    path = getattr(target, "path", None)
+    if isinstance(url, str):
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        location = f"{parts.scheme}://{parts.hostname}:{port}"
+    elif isinstance(path, (str, Path)):
+        location = os.path.realpath(path)
+    else:  # an in-process store (memory://): nothing outlives the process to compare
+        location = ""
+    engine = getattr(backend, "name", type(backend).__name__)
+    return f"{engine}:{location}/{name}" if location else f"{engine}:{name}"
 
 
 def _fsync_dir(path: Path) -> None:

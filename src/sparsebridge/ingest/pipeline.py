@@ -19,8 +19,8 @@ acknowledged, stale or dead-lettered), fsyncing the dead-letter file first; see
 :mod:`sparsebridge.ingest.checkpoint`.
 
 Bad input never stops the run and is never dropped silently: each bad item becomes one
-dead-letter record (``type``: ``malformed``, ``invalid_utf8``, ``not_object``, ``missing_id``,
-``empty_id``, ``missing_text``, ``empty_text``, ``bad_metadata``, ``duplicate_id`` (the first
+dead-letter record (``type``: ``malformed``, ``invalid_utf8``, ``duplicate_key``, ``not_object``,
+``missing_id``, ``empty_id``, ``missing_text``, ``empty_text``, ``bad_metadata``, ``duplicate_id`` (the first
 occurrence wins), ``empty_vector``), and so does every item the engine refuses permanently
 (``BulkWriteError``). When more than ``max_dead_letter_fraction`` of the items are
 dead-lettered (checked from 1,000 items on, and at the end), the run stops with
@@ -52,7 +52,14 @@ from typing import TYPE_CHECKING, Any
 
 from sparsebridge.backends.base import Backend, WriteStats
 from sparsebridge.errors import DeadLetterLimitError, InputError
-from sparsebridge.ingest.checkpoint import DEAD_LETTER_NAME, Checkpoint, DeadLetter, DeadLetterFile
+from sparsebridge.ingest.checkpoint import (
+    DEAD_LETTER_NAME,
+    Checkpoint,
+    DeadLetter,
+    DeadLetterFile,
+    InputFingerprint,
+    target_identity,
+)
 from sparsebridge.ingest.sources import DictSource, ItemSource
 from sparsebridge.ingest.stages import Batch, TokenCounter, encode_batch, read_batches, write_batch
 from sparsebridge.types import Document
@@ -578,10 +585,8 @@ def _finish(pipeline: _Pipeline, tracker: _Tracker, progress: _Progress) -> Inge
 
 
 def describe_target(backend: Backend) -> str:
-    """The target a run writes to, as recorded in its checkpoint (``engine:index-or-collection``)."""
-    target = getattr(backend, "target", None)
-    where = getattr(target, "index", None) or getattr(target, "collection", None) or ""
-    return f"{backend.name}:{where}"
+    """The target a run writes to, as recorded in its checkpoint (:func:`target_identity`)."""
+    return target_identity(backend)
 
 
 def open_run(
@@ -604,12 +609,21 @@ def open_run(
         for what, old, new in (("input", previous.source, source), ("target", previous.target, target)):
             if old and new and old != new:
                 raise InputError(f"the run in {run_dir} was for {what} {old!r}, not {new!r}")
+        recorded = previous.input
+        changes = InputFingerprint.of(Path(source)).changes(recorded) if source and recorded else []
+        if changes:
+            raise InputError(
+                f"the input changed since the run in {run_dir} began ({', '.join(changes)}): a resume "
+                "would skip or repeat documents; start a new run (without resume)",
+                source=source,
+            )
         logger.info("resuming run %d at item %d", previous.run_number, previous.position)
         letters = DeadLetterFile(run_dir / DEAD_LETTER_NAME, truncate_at=previous.dead_letter_bytes)
         return previous, letters
     if run_number is None:
         run_number = max(int(time.time() * 1000), previous.run_number + 1 if previous else 1)
-    checkpoint = Checkpoint(run_number, source=source, target=target)
+    fingerprint = InputFingerprint.of(Path(source)).to_json() if source else {}
+    checkpoint = Checkpoint(run_number, source=source, target=target, input=fingerprint)
     if run_dir is None:
         return checkpoint, None
     letters = DeadLetterFile(run_dir / DEAD_LETTER_NAME)
