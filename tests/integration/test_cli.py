@@ -33,7 +33,7 @@ def test_ingest_then_search_on_the_embedded_default(tmp_path: Path) -> None:
         "ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--batch-size", "10", cwd=tmp_path
     )
     assert ingest.returncode == 0, ingest.stderr
-    assert "wrote 24 documents to qdrant+local://.sparsebridge/qdrant/docs" in ingest.stdout
+    assert "wrote 24 documents to qdrant+edge://.sparsebridge/qdrant-edge/docs" in ingest.stdout
     assert "docs/s" in ingest.stderr  # the progress bar
     again = run("ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--no-progress", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

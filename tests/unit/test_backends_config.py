@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from sparsebridge.backends import DEFAULT_TARGET, MemoryBackend, QdrantBackend, open_backend, point_id
+from sparsebridge.backends import (
+    DEFAULT_TARGET,
+    MemoryBackend,
+    QdrantBackend,
+    QdrantEdgeBackend,
+    open_backend,
+    point_id,
+)
 from sparsebridge.backends.qdrant import QdrantTarget
 from sparsebridge.backends.retry import RetryPolicy
 
@@ -21,7 +28,10 @@ def test_uri_parsing() -> None:
     tls = open_backend("qdrant+https://db.example/col")
     assert isinstance(tls, QdrantBackend) and tls.target.url == "https://db.example:6333"
     assert isinstance(open_backend("memory://"), MemoryBackend)
-    assert isinstance(open_backend(DEFAULT_TARGET), QdrantBackend)
+    assert isinstance(open_backend(DEFAULT_TARGET), QdrantEdgeBackend)
+    edge = open_backend("qdrant+edge://./data/edge/docs", dense_size=8)
+    assert isinstance(edge, QdrantEdgeBackend) and edge.dense_size == 8
+    assert (edge.target.directory, edge.target.collection) == ("./data/edge", "docs")
 
 
 @pytest.mark.parametrize(
@@ -29,6 +39,8 @@ def test_uri_parsing() -> None:
     [
         "docs",
         "qdrant+local://docs",
+        "qdrant+edge://docs",
+        "qdrant+edge://data/..",
         "qdrant://host:6333",
         "qdrant://host:6333/a/b",
         "qdrant://host:notaport/c",

@@ -49,7 +49,7 @@ __all__ = [
     "point_id",
 ]
 
-DEFAULT_TARGET = "qdrant+local://.sparsebridge/qdrant/docs"
+DEFAULT_TARGET = "qdrant+edge://.sparsebridge/qdrant-edge/docs"
 
 
 def open_backend(

@@ -1,7 +1,8 @@
 """Target URIs, parsed in one place into a typed :class:`Target`.
 
-- ``qdrant+local://PATH/COLLECTION``: embedded Qdrant storing in directory ``PATH`` (the default).
-- ``qdrant+edge://PATH/COLLECTION``: Qdrant Edge in this process, the shard directory ``PATH/COLLECTION``.
+- ``qdrant+edge://PATH/COLLECTION``: Qdrant Edge in this process, the shard directory
+  ``PATH/COLLECTION`` (the default).
+- ``qdrant+local://PATH/COLLECTION``: qdrant-client's local mode storing in directory ``PATH``.
 - ``qdrant://HOST:PORT/COLLECTION`` (``qdrant+https://`` for TLS): a Qdrant server; default port 6333.
 - ``opensearch://HOST:PORT/INDEX`` (``opensearch+https://`` for TLS): an OpenSearch index
   (``rank_features``); default port 9200.
