@@ -292,7 +292,7 @@ def _encode(args: argparse.Namespace) -> int:
     try:
         with out:
             encoder = _load_encoder(args)
-            _encode_into(out, source, encoder, args)
+            summary = _encode_into(out, source, encoder, args)
         partial.replace(args.output)  # the output appears whole or not at all
     except OSError as e:
         partial.unlink(missing_ok=True)
@@ -300,19 +300,31 @@ def _encode(args: argparse.Namespace) -> int:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    print(summary, file=sys.stderr)
     return 0
 
 
-def _encode_into(out: Any, source: Any, encoder: Any, args: argparse.Namespace) -> None:
+def _encode_into(out: Any, source: Any, encoder: Any, args: argparse.Namespace) -> str:
+    """Encode and write every document; returns a one-line summary (with the truncated texts)."""
+    from sparsebridge.ingest.stages import TokenCounter
+
+    tokens = TokenCounter.for_encoder(encoder)
     batch_size = args.batch_size or encoder.suggested_batch_size
     batch: list[Any] = []
+    count = truncated = 0
     for document in source:
         batch.append(document)
+        count += 1
+        truncated += tokens is not None and tokens.too_long(document.text)
         if len(batch) == batch_size:
             _encode_batch(out, batch, encoder, args)
             batch = []
     if batch:
         _encode_batch(out, batch, encoder, args)
+    summary = f"encoded {count} texts into {args.output}"
+    if tokens is not None:
+        summary += f"; {truncated} longer than the model's limit of {tokens.max_tokens} tokens, truncated"
+    return summary
 
 
 def _encode_batch(out: Any, batch: list[Any], encoder: Any, args: argparse.Namespace) -> None:

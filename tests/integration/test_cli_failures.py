@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -191,3 +192,17 @@ def test_k_beyond_the_engines_result_window_says_so(opensearch_url: str) -> None
     finally:
         backend.client.indices.delete(index=index)
         backend.close()
+
+
+def test_encode_reports_truncated_texts(tmp_path: Path) -> None:
+    source = tmp_path / "docs.jsonl"
+    rows = [{"id": "short", "text": "river flood"}, {"id": "long", "text": "river flood " * 400}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run(
+        "encode", "--model", "splade-tiny", "--device", "cpu", "--input", str(source),
+        "--output", str(tmp_path / "vectors.jsonl"), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.search(
+        r"encoded 2 texts into .*; 1 longer than the model's limit of \d+ tokens, truncated", result.stderr
+    )
