@@ -2,6 +2,9 @@
 # Run a real single-node OpenSearch (2.19.x or 3.x) on this machine, without Docker.
 #
 #   scripts/opensearch.sh start|stop|status
+#   scripts/opensearch.sh run COMMAND...   start a node unless ours already runs, run COMMAND with
+#                                          OPENSEARCH_URL set, stop the node if this call started it;
+#                                          exits with COMMAND's status
 #
 # Where it comes from: Maven Central (via `mvn`), as
 #   - org.opensearch.distribution.integ-test-zip:opensearch:<v>:zip  a runnable node with no bundled
@@ -24,8 +27,8 @@
 #   OPENSEARCH_PORT           HTTP port (default 9250); transport port: OPENSEARCH_TRANSPORT_PORT (9350)
 #   SPARSEBRIDGE_CACHE        download/unpack cache (default ~/.cache/sparsebridge); one distribution
 #                             per version and plugin set: $SPARSEBRIDGE_CACHE/opensearch-<v>/home[-<plugins>]
-#   OPENSEARCH_HOME_RUN       per-run config/data/logs/pid dir, wiped on start
-#                             (default $SPARSEBRIDGE_CACHE/opensearch-run)
+#   OPENSEARCH_HOME_RUN       per-run config/data/logs/pid dir, wiped on start (default
+#                             $SPARSEBRIDGE_CACHE/opensearch-run, or opensearch-run-<port> off port 9250)
 #   OPENSEARCH_KEEP_DATA=1    keep $OPENSEARCH_HOME_RUN/data across a restart (a node killed and
 #                             restarted keeps its indices: the fault tests); config/logs still renewed
 #   OPENSEARCH_JAVA_OPTS      JVM options (default "-Xms512m -Xmx512m")
@@ -38,8 +41,8 @@
 set -euo pipefail
 
 CACHE="${SPARSEBRIDGE_CACHE:-$HOME/.cache/sparsebridge}"
-RUN="${OPENSEARCH_HOME_RUN:-$CACHE/opensearch-run}"
 PORT="${OPENSEARCH_PORT:-9250}"
+RUN="${OPENSEARCH_HOME_RUN:-$CACHE/opensearch-run$([[ "$PORT" == 9250 ]] || echo "-$PORT")}"
 TPORT="${OPENSEARCH_TRANSPORT_PORT:-9350}"
 URL="http://127.0.0.1:$PORT"
 PIDFILE="$RUN/opensearch.pid"
@@ -352,6 +355,18 @@ EOF
   echo "$URL"
 }
 
+do_run() {
+  [[ $# -gt 0 ]] || die "usage: $0 run COMMAND..."
+  if healthy; then
+    node_matches || die "stop that node first (scripts/opensearch.sh stop), or set another OPENSEARCH_PORT"
+    log "using the running node (OpenSearch $(node_describe)) on $URL"
+  else
+    do_start >/dev/null
+    trap 'do_stop' EXIT # also when COMMAND fails or is interrupted
+  fi
+  OPENSEARCH_URL="$URL" "$@"
+}
+
 do_status() {
   if healthy; then
     log "running, healthy (pid $(node_pid), OpenSearch $(node_describe || echo '?'))"
@@ -368,5 +383,6 @@ case "${1:-}" in
   start) do_start ;;
   stop) do_stop ;;
   status) do_status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  run) shift; do_run "$@" ;;
+  *) echo "usage: $0 start|stop|status|run COMMAND..." >&2; exit 2 ;;
 esac

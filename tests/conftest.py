@@ -64,21 +64,106 @@ def queries() -> list[str]:
     ]
 
 
-@pytest.fixture(scope="session")
-def opensearch_url() -> str:
-    """The OpenSearch node at OPENSEARCH_URL (``scripts/opensearch.sh start``): a failure in CI if absent."""
+# `make test` runs the whole suite on its default OpenSearch node, then the tests marked `opensearch`
+# again on the other versions of its matrix (OPENSEARCH_VERSION, OPENSEARCH_PLUGINS: see the Makefile):
+# the OpenSearch tests of these modules (whole modules, or their OpenSearch parameters only).
+OPENSEARCH_MATRIX_MODULES = {
+    "test_backend_contract.py",
+    "test_opensearch.py",
+    "test_opensearch_429.py",
+    "test_hybrid_opensearch.py",
+    "test_dense_opensearch.py",
+    "test_kill_resume.py",
+    "test_429_storm.py",
+}
+OPENSEARCH_FIXTURES = {
+    "opensearch_url",
+    "opensearch_knn_url",
+    "opensearch_without_knn_url",
+    "tiny_queue_node",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "opensearch: runs on every OpenSearch version of `make test`")
+    config.addinivalue_line("markers", "knn: needs the OpenSearch k-NN plugin (OPENSEARCH_PLUGINS=knn)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(item, "callspec", None)
+        on_opensearch = bool(fixtures & OPENSEARCH_FIXTURES) or (
+            params is not None and any("opensearch" in str(v) for v in params.params.values())
+        )
+        if item.path.name in OPENSEARCH_MATRIX_MODULES and on_opensearch:
+            item.add_marker(pytest.mark.opensearch)
+        if "opensearch_knn_url" in fixtures:
+            item.add_marker(pytest.mark.knn)
+
+
+def _get_json(url: str) -> object:
+    import json
     import urllib.request
 
+    with urllib.request.urlopen(url, timeout=15) as answer:
+        return json.load(answer)
+
+
+def _asked_for_knn() -> bool:
+    """Whether this run's node has the k-NN plugin: OPENSEARCH_PLUGINS, as scripts/opensearch.sh reads it."""
+    return "knn" in os.environ.get("OPENSEARCH_PLUGINS", "").replace(",", " ").split()
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    """The OpenSearch node at OPENSEARCH_URL (``scripts/opensearch.sh start``): a failure in CI if absent.
+
+    With OPENSEARCH_VERSION set, the node must run that version.
+    """
     url = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9250").rstrip("/")
     try:
-        with urllib.request.urlopen(f"{url}/_cluster/health?wait_for_status=yellow&timeout=10s", timeout=15):
-            pass
+        _get_json(f"{url}/_cluster/health?wait_for_status=yellow&timeout=10s")
+        about = _get_json(url)
     except OSError as e:
         message = f"no OpenSearch node at {url} ({e}); start one with scripts/opensearch.sh start"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    version = about["version"]["number"] if isinstance(about, dict) else None
+    wanted = os.environ.get("OPENSEARCH_VERSION")
+    if wanted and version != wanted:
+        pytest.fail(f"the node at {url} runs OpenSearch {version}, not OPENSEARCH_VERSION={wanted}")
     return url
+
+
+def _node_has_knn(url: str) -> bool:
+    rows = _get_json(f"{url}/_cat/plugins?format=json")
+    return isinstance(rows, list) and any(row.get("component") == "opensearch-knn" for row in rows)
+
+
+@pytest.fixture(scope="session")
+def opensearch_knn_url(opensearch_url: str) -> str:
+    """The node at OPENSEARCH_URL with the k-NN plugin, in a run started with OPENSEARCH_PLUGINS=knn.
+
+    Other runs skip these tests (``make test`` runs them on its k-NN nodes); a run that asked for
+    the plugin fails if the node lacks it.
+    """
+    if not _asked_for_knn():
+        pytest.skip("this run's OpenSearch node has no k-NN plugin (start one with OPENSEARCH_PLUGINS=knn)")
+    if not _node_has_knn(opensearch_url):
+        pytest.fail(f"OPENSEARCH_PLUGINS=knn, but the node at {opensearch_url} has no opensearch-knn plugin")
+    return opensearch_url
+
+
+@pytest.fixture(scope="session")
+def opensearch_without_knn_url(opensearch_url: str) -> str:
+    """The node at OPENSEARCH_URL in a run without the k-NN plugin (the other runs skip these tests)."""
+    if _asked_for_knn():
+        pytest.skip("this run's OpenSearch node has the k-NN plugin")
+    if _node_has_knn(opensearch_url):
+        pytest.fail(f"the node at {opensearch_url} has the k-NN plugin: run with OPENSEARCH_PLUGINS=knn")
+    return opensearch_url
 
 
 @pytest.fixture(scope="session")

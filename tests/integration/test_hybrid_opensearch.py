@@ -1,7 +1,8 @@
 """Search side of the OpenSearch adapter on the live node: _msearch, BM25, hybrid, evaluation.
 
-The node (``scripts/opensearch.sh``) has no k-NN and no neural-search plugin: hybrid here is the
-``_msearch`` of the legs and client-side fusion, and a dense leg must fail clearly. The
+The node (``scripts/opensearch.sh``) has no neural-search plugin: hybrid here is the ``_msearch`` of
+the legs and client-side fusion. Without the k-NN plugin a dense leg must fail clearly (with it, the
+dense leg is tested in ``test_dense_opensearch.py``). The
 Elasticsearch adapter's search bodies (``_msearch`` lines, ``match``, ``rank_feature``) run on the
 same node through an OpenSearch client (the DSL is shared; no Elasticsearch server runs here).
 """
@@ -228,9 +229,10 @@ def test_elasticsearch_adapter_search_side_on_the_same_node(
         es.close()
 
 
-def test_no_dense_leg_without_the_knn_plugin_and_it_says_so(opensearch_url: str) -> None:
+def test_no_dense_leg_without_the_knn_plugin_and_it_says_so(opensearch_without_knn_url: str) -> None:
     import opensearchpy
 
+    opensearch_url = opensearch_without_knn_url
     index = unique("dense-os")
     client = opensearchpy.OpenSearch(hosts=[opensearch_url])
     # Why the adapter checks first: this node cannot even map a knn_vector field.
@@ -255,6 +257,12 @@ def test_no_dense_leg_without_the_knn_plugin_and_it_says_so(opensearch_url: str)
         with pytest.raises(InputError, match="field does not exist"):
             plain.write([record])  # refused, never silently dropped
         assert plain.count() == 0
+        host = urllib.parse.urlsplit(opensearch_url).netloc
+        done = run_cli(
+            "eval", "--dataset", str(DATASET), "--model", "splade-tiny", "--dense-model", "minilm",
+            "--to", f"opensearch://{host}/{unique('eval-dense-os')}", "--device", "cpu",
+        )  # fmt: skip
+        assert done.returncode == 1 and "no k-NN plugin" in done.stderr, done.stderr
     finally:
         client.indices.delete(index=index, ignore_unavailable=True)
         client.close()
@@ -294,11 +302,6 @@ def test_eval_cli_on_opensearch_then_hybrid_search_cli(opensearch_url: str, tmp_
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[0].split()[2].startswith("mars-")
-        done = run_cli(
-            "eval", "--dataset", str(DATASET), "--model", "splade-tiny", "--dense-model", "minilm",
-            "--to", f"opensearch://{host}/{unique('eval-dense-os')}", "--device", "cpu",
-        )  # fmt: skip
-        assert done.returncode == 1 and "no k-NN plugin" in done.stderr, done.stderr
     finally:
         client = opensearchpy.OpenSearch(hosts=[opensearch_url])
         client.indices.delete(index=index, ignore_unavailable=True)

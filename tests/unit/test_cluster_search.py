@@ -222,7 +222,7 @@ def test_an_existing_dense_field_must_be_the_one_the_backend_maps() -> None:
     assert os_.knn_field_problem(as_read, 3) is None
     assert os_.knn_field_problem(mapped, 4) == "dimension 3, wanted 4"
     assert os_.knn_field_problem(None, 3) == "type None, wanted 'knn_vector'"
-    default_engine = {"type": "knn_vector", "dimension": 3}  # faiss on 3.x: fatal without native libs
+    default_engine = {"type": "knn_vector", "dimension": 3}  # faiss: fatal without the native libraries
     assert "engine (default)" in str(os_.knn_field_problem(default_engine, 3))
     faiss = {**mapped, "method": {**mapped["method"], "engine": "faiss"}}
     assert "engine faiss" in str(os_.knn_field_problem(faiss, 3))

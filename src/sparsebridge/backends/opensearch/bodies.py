@@ -96,8 +96,9 @@ def knn_field_problem(have: Mapping[str, Any] | None, dimension: int) -> str | N
 
     Type, dimension, engine and space type must match :func:`knn_vector_mapping` (the node adds
     ``parameters`` and may add more). A field mapped without a ``method`` uses the node's default
-    engine, faiss on OpenSearch 3.x: without the k-NN native libraries the first write to it kills
-    the node (``UnsatisfiedLinkError`` in a write thread is fatal), so it is refused before any write.
+    engine, faiss (k-NN 2.19 and 3.x): without the k-NN native libraries the first refresh after a
+    write to it kills the node (``UnsatisfiedLinkError`` in a write thread is fatal), so it is
+    refused before any write.
 
     Example:
         >>> knn_field_problem({"type": "knn_vector", "dimension": 3}, 3)
