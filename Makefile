@@ -25,10 +25,16 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
-test: lint typecheck  ## everything CI runs; starts the OpenSearch node the tests use (and stops it after)
-	@if scripts/opensearch.sh status >/dev/null 2>&1; then started=; else scripts/opensearch.sh start >/dev/null && started=1; fi; \
-	trap '[ -z "$$started" ] || scripts/opensearch.sh stop' EXIT; \
-	$(PY) -m pytest
+# The OpenSearch versions of `make test`, one node at a time: the whole suite on the default node
+# (newest 2.19.x, no plugins); then, on port 9270, the tests marked `opensearch` (tests/conftest.py)
+# on 3.x with the k-NN plugin, and the k-NN tests on the 2.19.x that has a k-NN plugin.
+OPENSEARCH_3 := OPENSEARCH_VERSION=3.5.0 OPENSEARCH_PLUGINS=knn OPENSEARCH_PORT=9270 OPENSEARCH_TRANSPORT_PORT=9370
+OPENSEARCH_2_KNN := OPENSEARCH_VERSION=2.19.1 OPENSEARCH_PLUGINS=knn OPENSEARCH_PORT=9270 OPENSEARCH_TRANSPORT_PORT=9370
+
+test: lint typecheck  ## everything CI runs; starts each OpenSearch node the tests use (and stops it after)
+	scripts/opensearch.sh run $(PY) -m pytest
+	$(OPENSEARCH_3) scripts/opensearch.sh run $(PY) -m pytest -m opensearch
+	$(OPENSEARCH_2_KNN) scripts/opensearch.sh run $(PY) -m pytest -m knn
 
 unit: setup
 	$(PY) -m pytest tests/unit
