@@ -18,7 +18,7 @@ import numpy.typing as npt
 from sparsebridge import Backend, DenseEncoder, Encoder, Fusion, HybridQuery, SearchHit, SparseVector
 from sparsebridge.backends.base import SupportsBatchSearch, SupportsHybridSearch, SupportsTextSearch
 
-__all__ = ["SearchMode", "Searcher", "hit_text"]
+__all__ = ["SearchMode", "Searcher", "check_queries", "check_setup", "hit_text"]
 
 
 class SearchMode(str, Enum):
@@ -53,23 +53,18 @@ class Searcher:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", SearchMode(self.mode))
-        if not isinstance(self.backend, Backend):
-            raise TypeError(f"backend must be a sparsebridge backend, got {type(self.backend).__name__}")
         if self.mode is not SearchMode.BM25 and not isinstance(self.encoder, Encoder):
             raise ValueError(f"{self.mode.value} mode needs a sparsebridge Encoder (encoder=...)")
-        if self.mode is not SearchMode.HYBRID and (self.dense_encoder is not None or self.bm25):
-            raise ValueError("dense_encoder and bm25 add legs to hybrid mode only")
-        if self.mode is SearchMode.HYBRID:
-            if self.dense_encoder is None and not self.bm25:
-                raise ValueError("hybrid mode needs a second leg: dense_encoder=... and/or bm25=True")
-            if not isinstance(self.backend, SupportsHybridSearch):
-                raise ValueError(f"the {self.backend.name} backend has no hybrid search")
-        if (self.mode is SearchMode.BM25 or self.bm25) and not isinstance(self.backend, SupportsTextSearch):
-            raise ValueError(f"the {self.backend.name} backend has no BM25 text search")
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates <= 0:
-            raise ValueError(f"candidates must be a positive integer, got {self.candidates!r}")
-        if not isinstance(self.fusion, Fusion):
-            raise TypeError(f"fusion must be a sparsebridge Fusion, got {type(self.fusion).__name__}")
+        if self.dense_encoder is not None and not isinstance(self.dense_encoder, DenseEncoder):
+            raise TypeError(f"dense_encoder must be a DenseEncoder, got {type(self.dense_encoder).__name__}")
+        check_setup(
+            self.backend,
+            self.mode,
+            dense=self.dense_encoder is not None,
+            bm25=self.bm25,
+            fusion=self.fusion,
+            candidates=self.candidates,
+        )
 
     def encode_queries(self, texts: Sequence[str]) -> list[SparseVector]:
         """The sparse query vectors of ``texts`` (the encoder's query path)."""
@@ -120,6 +115,27 @@ class Searcher:
         ]
         assert isinstance(self.backend, SupportsHybridSearch)
         return self.backend.search_hybrid_batch(queries, self.fusion, k=k)
+
+
+def check_setup(
+    backend: Backend, mode: SearchMode, *, dense: bool, bm25: bool, fusion: Fusion, candidates: int
+) -> None:
+    """Refuse a setup the backend cannot run (no I/O): the legs a mode takes, what the backend has."""
+    if not isinstance(backend, Backend):
+        raise TypeError(f"backend must be a sparsebridge backend, got {type(backend).__name__}")
+    if mode is not SearchMode.HYBRID and (dense or bm25):
+        raise ValueError("a dense leg and bm25 add legs to hybrid mode only")
+    if mode is SearchMode.HYBRID:
+        if not dense and not bm25:
+            raise ValueError("hybrid mode needs a second leg: a dense encoder and/or bm25=True")
+        if not isinstance(backend, SupportsHybridSearch):
+            raise ValueError(f"the {backend.name} backend has no hybrid search")
+    if (mode is SearchMode.BM25 or bm25) and not isinstance(backend, SupportsTextSearch):
+        raise ValueError(f"the {backend.name} backend has no BM25 text search")
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates <= 0:
+        raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
+    if not isinstance(fusion, Fusion):
+        raise TypeError(f"fusion must be a sparsebridge Fusion, got {type(fusion).__name__}")
 
 
 def check_queries(texts: Sequence[str]) -> list[str]:
