@@ -19,8 +19,8 @@ demo: setup  ## ingest the sample corpus into embedded Qdrant (Qdrant Edge) with
 	$(PY) -m sparsebridge.cli search --model splade-tiny --to $(DEMO) -k 3 "how does bread rise"
 
 lint: setup
-	$(PY) -m ruff check src tests bench
-	$(PY) -m ruff format --check src tests bench
+	$(PY) -m ruff check src tests bench connectors
+	$(PY) -m ruff format --check src tests bench connectors
 
 typecheck: setup
 	$(PY) -m mypy

