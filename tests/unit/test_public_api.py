@@ -22,6 +22,8 @@ def test_public_api_is_pinned() -> None:
             "MissingExtraError",
             "ModelLoadError",
             "QdrantBackend",
+            "QdrantEdgeBackend",
+            "QdrantEdgeTarget",
             "QdrantTarget",
             "Record",
             "RetryPolicy",
