@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import sparsebridge
+from sparsebridge.backends import DEFAULT_TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -135,6 +136,11 @@ def test_every_option_of_a_documented_command_exists(page: Path, line: str) -> N
     help_text = cli_help(*command)
     missing = [option for option in _OPTION.findall(line) if option not in _OPTION.findall(help_text)]
     assert missing == [], f"{page.name}: `{line}` uses options `sparsebridge {' '.join(command)}` lacks"
+
+
+def test_the_default_target_the_docs_name_is_the_code_s() -> None:
+    for page in (README, ROOT / "docs" / "cli.md"):
+        assert DEFAULT_TARGET in page.read_text(encoding="utf-8"), f"{page.name} names another default"
 
 
 def test_every_option_named_in_the_cli_page_exists() -> None:
