@@ -7,8 +7,10 @@ import pytest
 import torch
 from test_parity import assert_bf16_close_to_fp32
 
+from remote_code_model import build
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.extract import SparseExtractor, to_sparse_vectors
+from sparsebridge.encoder.stages import Head
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -67,3 +69,24 @@ def test_fused_and_unfused_heads_agree(cuda_encoder: Encoder, corpus: list[tuple
     for a, b in zip(cuda_encoder.encode_documents(texts), unfused.encode_documents(texts), strict=True):
         shared = np.intersect1d(a.indices, b.indices)
         assert len(shared) >= 0.98 * max(len(a), len(b))
+
+
+def test_custom_code_model_on_cuda(
+    tmp_path_factory: pytest.TempPathFactory, corpus: list[tuple[str, str]]
+) -> None:
+    """The custom-code fixture (complex rotary buffer, ``decoder`` projection): fast path, exact in fp32."""
+    path = str(build(tmp_path_factory.mktemp("remote-cuda") / "rotary-mlm"))
+    texts = [text for _, text in corpus[:64]]
+    cpu = Encoder.load(path, device="cpu", trust_remote_code=True).encode_documents(texts)
+    fp32 = Encoder.load(path, device="cuda", dtype=torch.float32, trust_remote_code=True)
+    assert fp32.uses_fast_path
+    for a, b in zip(fp32.encode_documents(texts), cpu, strict=True):
+        got, want = a.as_dict(), b.as_dict()
+        assert len(want) > 0
+        for index in got.keys() | want.keys():  # weights near zero may fall on either side of it
+            assert abs(got.get(index, 0.0) - want.get(index, 0.0)) < 1e-3
+    bf16 = Encoder.load(path, device="cuda", trust_remote_code=True)
+    assert bf16.stages is not None and bf16.stages.heads()[0] is Head.TRITON
+    table = bf16.model[0].model.model.rotary
+    assert table.dtype == torch.complex64 and bf16.stages.projection.weight.dtype == torch.bfloat16
+    assert all(len(v) > 0 for v in bf16.encode_documents(texts))

@@ -159,7 +159,7 @@ class SpladeStages:
     def heads(self) -> list[Head]:
         """The heads that can run here, the one :meth:`head` uses by default first."""
         available = [Head.TORCH]
-        if self.device.type == "cuda" and triton_head.available(self.device):
+        if triton_head.available(self.device):  # CUDA, or Triton's interpreter on a CPU
             available.insert(0, Head.TRITON)
         if self.screen is not None:
             available.insert(0, Head.INT8_SCREEN)
