@@ -328,7 +328,7 @@ class Encoder:
             workers=self._tokenizer_workers,
         )
         head = stages.heads()[0]
-        if head is Head.TRITON and not self.fused_head:
+        if head is Head.TRITON and not (self.fused_head and self.device.type == "cuda"):
             head = Head.TORCH
         for batch in prefetch(host_batches, depth=4):
             ids, mask = stages.to_device(batch)
