@@ -148,7 +148,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a model on a BEIR-format dataset through a backend")
     _model_options(evaluate)
     _target_options(evaluate)
-    evaluate.add_argument("--dataset", required=True, type=Path, help="BEIR dataset directory")
+    dataset = evaluate.add_mutually_exclusive_group(required=True)
+    dataset.add_argument(
+        "--dataset", help="BEIR dataset directory, or nanobeir/NAME: a NanoBEIR set (hub, then cached)"
+    )
+    dataset.add_argument(
+        "--all-nanobeir", action="store_true", help="every NanoBEIR set in turn: a per-set table and the mean"
+    )
+    evaluate.add_argument(
+        "--nanobeir-repository",
+        help="dataset holding the NanoBEIR sets (default: sentence-transformers/NanoBEIR-en)",
+    )
     evaluate.add_argument("--split", default="test", help="qrels split: qrels/SPLIT.tsv (default: test)")
     evaluate.add_argument("--output", type=Path, help="write the results as JSON here")
     evaluate.add_argument("--batch-size", type=_positive_int, default=64, help="documents per ingest batch")
@@ -569,29 +579,48 @@ def _hybrid_search(args: argparse.Namespace, backend: Any, query: Any, dense: An
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sparsebridge.eval import load_beir, run_eval
+    from sparsebridge.eval import run_eval
+    from sparsebridge.eval.nanobeir import NANOBEIR, load_dataset_argument, nanobeir_mean, nanobeir_table
 
-    dataset = load_beir(args.dataset, split=args.split)
+    names = [f"nanobeir/{name}" for name in NANOBEIR] if args.all_nanobeir else [args.dataset]
+    repository = args.nanobeir_repository
+    datasets = {name: load_dataset_argument(name, split=args.split, repository=repository) for name in names}
     fusion = _fusion(args)
     dense = _load_dense(args)
-    backend = _open_target(args, **({"dense_size": dense.dimension} if dense is not None else {}))
-    try:
-        encoder = _load_encoder(args)
-        report = run_eval(
-            dataset,
-            encoder=encoder,
-            backend=backend,
-            dense_encoder=dense,
-            fusion=fusion,
-            candidates=args.candidates,
-            batch_size=args.batch_size,
-            top_k=args.top_k,
+    target = parse_target(args.to)
+    encoder = None
+    reports = {}
+    for name, dataset in datasets.items():
+        # every set gets its own collection or index: a target must hold one corpus only
+        where = (
+            target.renamed(f"{target.name}-{name.split('/')[-1]}")
+            if len(names) > 1 and target.name
+            else target
         )
-    finally:
-        backend.close()
-    print(report.table())
+        backend = _open_target(args, where, **({"dense_size": dense.dimension} if dense is not None else {}))
+        try:
+            encoder = encoder or _load_encoder(args)
+            reports[name.split("/")[-1]] = run_eval(
+                dataset,
+                encoder=encoder,
+                backend=backend,
+                dense_encoder=dense,
+                fusion=fusion,
+                candidates=args.candidates,
+                batch_size=args.batch_size,
+                top_k=args.top_k,
+            )
+        finally:
+            backend.close()
+    if len(reports) == 1:
+        [report] = reports.values()
+        print(report.table())
+        output: dict[str, Any] = report.to_json()
+    else:
+        print(nanobeir_table(reports))
+        output = {"datasets": {n: r.to_json() for n, r in reports.items()}, "mean": nanobeir_mean(reports)}
     if args.output is not None:
-        args.output.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        args.output.write_text(json.dumps(output, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
