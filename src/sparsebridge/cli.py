@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # the clients log every failed request with a traceback; our errors say what failed
+        for name in ("opensearch", "elasticsearch", "elastic_transport", "urllib3"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         result: int = args.run(args)
         return result

@@ -1,21 +1,22 @@
-"""Capped exponential backoff with jitter for transient backend errors (tenacity)."""
+"""Retries of transient backend errors: capped exponential backoff with jitter, under one deadline.
+
+Every retry loop (:func:`call_with_retry` for single requests: schema checks, searches, Qdrant
+calls; the bulk writer for item re-sends) asks :meth:`RetryPolicy.wait_before_retry` how long to
+wait, so they share one rule: keep retrying while failures are transient, until
+``max_total_seconds`` have passed since the first attempt; no attempt starts after that deadline.
+A call that keeps failing therefore ends within ``max_total_seconds`` plus one request's timeout,
+and not before the deadline.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
-
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from sparsebridge.errors import BackendUnavailableError
 
@@ -73,18 +74,40 @@ def is_retryable(kind: FailureKind) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How long to keep retrying a transient failure: whichever of the two limits comes first."""
+    """How long to keep retrying transient failures: ``max_total_seconds`` from the first attempt.
 
-    max_attempts: int = 6
+    ``max_attempts`` (default: no limit) caps the attempts too. The wait before attempt ``n + 1``
+    is ``initial_wait * 2 ** (n - 1)``, capped at ``max_wait``, between half and all of it
+    (jitter, so concurrent writers spread their retries), and cut to the time left.
+    """
+
+    max_attempts: int | None = None
     initial_wait: float = 0.5
     max_wait: float = 8.0
     max_total_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1 (or None: no limit)")
         if self.initial_wait < 0 or self.max_wait < self.initial_wait or self.max_total_seconds <= 0:
             raise ValueError("need 0 <= initial_wait <= max_wait and max_total_seconds > 0")
+
+    def wait_before_retry(self, attempt: int, elapsed: float) -> float | None:
+        """Seconds to wait before the next attempt, after ``attempt`` attempts in ``elapsed`` seconds.
+
+        None when the policy is spent (the deadline passed, or ``max_attempts`` were made).
+
+        Example:
+            >>> RetryPolicy(max_total_seconds=10).wait_before_retry(1, 9.9) <= 0.1
+            True
+            >>> RetryPolicy(max_total_seconds=10).wait_before_retry(1, 10.0) is None
+            True
+        """
+        left = self.max_total_seconds - elapsed
+        if left <= 0 or (self.max_attempts is not None and attempt >= self.max_attempts):
+            return None
+        backoff = min(self.max_wait, self.initial_wait * 2.0 ** min(attempt - 1, 64))
+        return min(backoff / 2 + random.uniform(0, backoff / 2), left)
 
 
 def call_with_retry(
@@ -99,23 +122,22 @@ def call_with_retry(
 
     Non-transient errors propagate at once, unchanged.
     """
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_total_seconds),
-        wait=wait_exponential_jitter(initial=policy.initial_wait, max=policy.max_wait),
-        before_sleep=lambda state: logger.warning(
-            "%s: %s failed (attempt %d), retrying: %s",
-            backend,
-            what,
-            state.attempt_number,
-            state.outcome.exception() if state.outcome else "?",
-        ),
-        reraise=False,
-    )
-    try:
-        return retrying(fn)
-    except RetryError as e:
-        last = e.last_attempt.exception()
-        raise BackendUnavailableError(
-            f"{what} failed after {e.last_attempt.attempt_number} attempts: {last}", backend=backend
-        ) from last
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            elapsed = time.monotonic() - started
+            wait = policy.wait_before_retry(attempt, elapsed)
+            if wait is None:
+                raise BackendUnavailableError(
+                    f"{what} failed after {attempt} attempts in {elapsed:.1f}s: {e}", backend=backend
+                ) from e
+            logger.warning(
+                "%s: %s failed (attempt %d), retrying in %.2fs: %s", backend, what, attempt, wait, e
+            )
+            time.sleep(wait)
+            attempt += 1

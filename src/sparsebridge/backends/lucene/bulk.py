@@ -12,7 +12,6 @@ block, 404) stop at once with the engine's reason.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -92,7 +91,8 @@ def bulk_write(
         send: Sends one NDJSON body; returns one result per item, in order, or raises
             :class:`RequestFailure` when the whole request failed.
         backend: The backend's name, for errors and logs.
-        policy: Attempts and time allowed per chunk for transient failures.
+        policy: Time (and attempts) allowed per chunk for transient failures: a chunk whose
+            items keep failing gives up within ``policy.max_total_seconds`` plus one request.
         max_items: Items per request.
         max_bytes: Bytes per request.
         ignore_status: Item statuses that count as done (404 for deletes).
@@ -145,12 +145,11 @@ def bulk_write(
                     retry.append((item, result))
             if not retry:
                 break
-            wait = min(policy.max_wait, policy.initial_wait * 2 ** (attempt - 1))
-            wait = wait / 2 + random.uniform(0, wait / 2)  # jitter: spread the retries of concurrent writers
             elapsed = time.monotonic() - started
+            wait = policy.wait_before_retry(attempt, elapsed)
             statuses = Counter(r.status for _, r in retry)
             _, last = retry[-1]
-            if attempt >= policy.max_attempts or elapsed + wait > policy.max_total_seconds:
+            if wait is None:
                 blocked = any(
                     classify_failure(r.status, r.type, r.reason) is FailureKind.BLOCKED for _, r in retry
                 )
