@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import sparsebridge
+from sparsebridge import errors
 from sparsebridge.backends import DEFAULT_TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +150,9 @@ def test_every_option_named_in_the_cli_page_exists() -> None:
         known |= set(_OPTION.findall(cli_help(*command)))
     named = set(_OPTION.findall((ROOT / "docs" / "cli.md").read_text(encoding="utf-8")))
     assert named - known - _OTHER_TOOLS_OPTIONS == set()
+
+
+def test_the_library_page_names_every_exception() -> None:
+    page = (ROOT / "docs" / "library.md").read_text(encoding="utf-8")
+    exceptions = [name for name in errors.__all__ if issubclass(getattr(errors, name), BaseException)]
+    assert [name for name in exceptions if name not in page] == []
