@@ -121,6 +121,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--stats-json", type=Path, help="write the final stats as JSON here")
     ingest.add_argument("--dense-model", help="also store a dense embedding (a sentence-transformers model)")
+    ingest.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (threads); ray: a Ray cluster (pip install 'sparsebridge[ray]')",
+    )
+    ingest.add_argument(
+        "--ray-address", help="Ray: the cluster to join (default: RAY_ADDRESS, else a local one)"
+    )
+    ingest.add_argument("--actors", type=_positive_int, default=1, help="Ray: encoder actors (default 1)")
+    ingest.add_argument(
+        "--gpus-per-actor",
+        type=_non_negative_float,
+        default=0.0,
+        help="Ray: GPUs per encoder actor (default 0: CPU; a fraction shares a GPU)",
+    )
+    ingest.add_argument(
+        "--cpus-per-actor",
+        type=_non_negative_float,
+        default=1.0,
+        help="Ray: CPUs per encoder actor, its torch threads on a CPU (default 1)",
+    )
     ingest.set_defaults(run=_ingest)
 
     bench = commands.add_parser("bench", help="benchmarks")
@@ -266,6 +288,11 @@ def _load_encoder(args: argparse.Namespace) -> Any:
 def _open_target(args: argparse.Namespace, target: Target | None = None, **options: Any) -> Any:
     """The backend of ``--to`` (or of ``target``), with the connection options that apply to it."""
     target = target or parse_target(args.to)
+    return open_backend(target, **_backend_options(args, target, **options))
+
+
+def _backend_options(args: argparse.Namespace, target: Target, **options: Any) -> dict[str, Any]:
+    """The keyword options of ``open_backend`` for ``target``: retries, connection, credentials."""
     retry = RetryPolicy(max_total_seconds=max(args.max_retry_seconds, 0.001))
     if target.cluster:  # connection options; the Qdrant API key (QDRANT_API_KEY) is never sent elsewhere
         options.update(username=args.username, password=args.password, ca_certs=args.ca_certs)
@@ -275,7 +302,7 @@ def _open_target(args: argparse.Namespace, target: Target | None = None, **optio
             raise ValueError("--es-field-type applies to elasticsearch:// targets only")
         options["field_type"] = args.es_field_type
     api_key = args.api_key if target.engine is Engine.QDRANT else None
-    return open_backend(target, api_key=api_key, retry=retry, **options)
+    return {"api_key": api_key, "retry": retry, **options}
 
 
 def _checked_source(args: argparse.Namespace) -> tuple[Any, int]:
@@ -390,6 +417,8 @@ def _write_stats(path: Path, stats: dict[str, Any]) -> None:
 
 
 def _run_ingest(args: argparse.Namespace, live: list[Any]) -> int:
+    if args.engine == "ray":
+        return _run_ray_ingest(args)
     from tqdm import tqdm
 
     from sparsebridge.ingest import open_source
@@ -448,6 +477,55 @@ def _run_ingest(args: argparse.Namespace, live: list[Any]) -> int:
     if stats.interrupted:
         _fail(f"interrupted after {stats.position} items; continue with --resume (run dir {run_dir})")
         return 130
+    print(f"wrote {stats.written} documents to {args.to}")
+    return 0
+
+
+def _run_ray_ingest(args: argparse.Namespace) -> int:
+    import ray
+
+    from sparsebridge.ingest.ray import RayOptions, ray_ingest
+
+    target = parse_target(args.to)
+    dense = _load_dense(args)
+    options: dict[str, Any] = {"dense_size": dense.dimension} if dense is not None else {}
+    if target.cluster:
+        options["refresh"] = Refresh.NONE
+    writers = 1 if target.embedded else args.writers  # an embedded store admits one process
+    layout = RayOptions(
+        actors=args.actors,
+        gpus_per_actor=args.gpus_per_actor,
+        cpus_per_actor=args.cpus_per_actor,
+        batch_size=args.batch_size,
+        writers=writers,
+    )
+    fields = None
+    if args.metadata_fields is not None:
+        fields = tuple(f for f in args.metadata_fields.split(",") if f)
+    ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=args.verbose)
+    stats = ray_ingest(
+        args.input,
+        model=args.model,
+        target=args.to,
+        run_dir=_run_dir(args),
+        options=layout,
+        backend_options=_backend_options(args, target, idf=args.idf, **options),
+        dense_model=args.dense_model,
+        trust_remote_code=args.trust_remote_code,
+        top_k=args.top_k,
+        min_weight=args.min_weight,
+        resume=args.resume,
+        run_number=args.run_number,
+        max_dead_letter_fraction=args.max_dead_letter_fraction,
+        id_field=args.id_field,
+        text_field=args.text_field,
+        metadata_fields=fields,
+    )
+    if args.stats_json is not None:
+        _write_stats(args.stats_json, {**stats.to_json(), "error": None})
+    print(f"run {stats.run_number}: {stats.summary()}", file=sys.stderr)
+    if stats.dead_lettered:
+        print(f"dead-lettered items are listed in {_run_dir(args) / 'dead_letter.jsonl'}", file=sys.stderr)
     print(f"wrote {stats.written} documents to {args.to}")
     return 0
 
