@@ -24,6 +24,7 @@ from sparsebridge.backends import (
     open_backend,
     parse_target,
 )
+from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.errors import BackendError, InputError, SparsebridgeError
 
 logger = logging.getLogger("sparsebridge")
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--stats-json", type=Path, help="write the final stats as JSON here")
     ingest.add_argument("--dense-model", help="also store a dense embedding (a sentence-transformers model)")
+    _model_mismatch_option(ingest)
     ingest.add_argument(
         "--engine",
         choices=["local", "ray"],
@@ -167,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(search)
     search.add_argument("query", help="the query text")
     search.add_argument("-k", type=_positive_int, default=10, help="number of results (default 10)")
+    _model_mismatch_option(search)
     _hybrid_options(search)
     search.set_defaults(run=_search)
 
@@ -228,6 +231,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model's custom code")
     parser.add_argument("--top-k", type=_positive_int, help="keep at most this many active dimensions")
     parser.add_argument("--min-weight", type=_non_negative_float, default=0.0, help="drop weights <= this")
+
+
+def _model_mismatch_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-model-mismatch",
+        action="store_true",
+        help="use a target that records another model (default: refuse; the scores would be meaningless)",
+    )
 
 
 def _input_options(parser: argparse.ArgumentParser) -> None:
@@ -465,6 +476,7 @@ def _run_ingest(args: argparse.Namespace, live: list[Any]) -> int:
                 writers=args.writers,
                 max_dead_letter_fraction=args.max_dead_letter_fraction,
                 handle_signals=True,
+                allow_model_mismatch=args.allow_model_mismatch,
                 short_gil_switches=args.short_gil_switches,
             )
     finally:
@@ -582,6 +594,8 @@ def _search(args: argparse.Namespace) -> int:
     backend = _open_target(args, target, **({"dense_size": dense.dimension} if dense is not None else {}))
     try:
         encoder = _load_encoder(args)
+        identity = ModelIdentity.of(encoder)
+        check_model(backend, identity, record=False, allow_mismatch=args.allow_model_mismatch)
         [query] = encoder.encode_queries([args.query], top_k=args.top_k, min_weight=args.min_weight)
         hits = _hybrid_search(args, backend, query, dense) if args.hybrid else backend.search(query, k=args.k)
     finally:

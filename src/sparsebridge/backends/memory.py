@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,18 @@ class MemoryBackend:
         self._rows: dict[str, tuple[SparseVector, dict[str, Any]]] = {}
         self._dense: dict[str, npt.NDArray[np.float64]] = {}
         self._versions: dict[str, int] = {}
+        self._model: dict[str, Any] | None = None
 
     def ensure_schema(self) -> None:
         return None
+
+    def stored_model(self) -> dict[str, Any] | None:
+        """The model identity recorded by the first ingest (None: none yet)."""
+        return None if self._model is None else dict(self._model)
+
+    def store_model(self, identity: Mapping[str, Any]) -> None:
+        """Record the model identity."""
+        self._model = dict(identity)
 
     def write(self, records: Sequence[Record]) -> WriteStats:
         check_records(records)

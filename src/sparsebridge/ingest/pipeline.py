@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sparsebridge.backends.base import Backend, WriteStats
+from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.errors import DeadLetterLimitError, InputError
 from sparsebridge.ingest.checkpoint import (
     DEAD_LETTER_NAME,
@@ -185,6 +186,7 @@ def ingest(
     on_progress: Callable[[IngestStats], None] | None = None,
     handle_signals: bool = False,
     short_gil_switches: bool = False,
+    allow_model_mismatch: bool = False,
 ) -> IngestStats:
     """Check the backend's schema, then read, encode and write ``documents`` with overlapped stages.
 
@@ -219,12 +221,15 @@ def ingest(
             the default 5 ms interval waits up to 5 ms for it while the torch threads idle);
             on a 2-core CPU writing to embedded Qdrant that was 5-15% of the encoder's rate.
             Off by default; the ``sparsebridge`` CLI, which owns its process, turns it on.
+        allow_model_mismatch: Write even when the target records another model
+            (:mod:`~sparsebridge.backends.model_identity`); by default that is refused.
 
     Returns:
         The counters of this run (see :class:`IngestStats`).
 
     Raises:
-        SchemaMismatchError: The existing index or collection does not match (before any encoding).
+        SchemaMismatchError: The existing index or collection does not match, or records another
+            model (before any encoding).
         DeadLetterLimitError: Too many dead-lettered items.
         BackendError: A fatal or persistent backend failure; the checkpoint covers what was
             acknowledged before it.
@@ -241,7 +246,8 @@ def ingest(
     source_name = str(getattr(source, "path", "") or "")
     checkpoint, dead_letter = open_run(run_dir, resume, run_number, source_name, describe_target(backend))
 
-    backend.ensure_schema()  # preflight: a wrong schema fails before any encoding
+    backend.ensure_schema()  # preflight: a wrong schema or another model fails before any encoding
+    check_model(backend, ModelIdentity.of(encoder), record=True, allow_mismatch=allow_model_mismatch)
 
     stats = IngestStats(
         run_number=checkpoint.run_number,

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from sparsebridge.backends.base import Record, WriteStats, point_id
 from sparsebridge.backends.lucene import bodies
 from sparsebridge.backends.lucene.bulk import BulkItem, ItemResult, RequestFailure, bulk_write
+from sparsebridge.backends.model_identity import MODEL_KEY
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry, classify_failure, is_retryable
 from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
 from sparsebridge.errors import BackendError, SchemaMismatchError
@@ -587,6 +588,32 @@ class LuceneBackend:
             else:
                 message = f"{what} failed: {info.status} {info.type}: {info.reason}"
             raise BackendError(message, backend=self.name, status=info.status) from e
+
+    def _meta(self) -> dict[str, Any] | None:
+        """The index mapping's ``_meta`` (None: no such index)."""
+        index = self.target.index
+        try:
+            mapping = _plain(self._call("get mapping", lambda: self.client.indices.get_mapping(index=index)))
+        except BackendError as e:
+            if e.status == 404:
+                return None
+            raise
+        index_mapping: dict[str, Any] = next(iter(mapping.values()), {})
+        meta = index_mapping.get("mappings", {}).get("_meta", {})
+        return dict(meta) if isinstance(meta, Mapping) else {}
+
+    def stored_model(self) -> dict[str, Any] | None:
+        """The model identity in the index mapping's ``_meta`` (None: none, or no index)."""
+        found = (self._meta() or {}).get(MODEL_KEY)
+        return dict(found) if isinstance(found, Mapping) else None
+
+    def store_model(self, identity: Mapping[str, Any]) -> None:
+        """Record the model identity in the index mapping's ``_meta`` (other ``_meta`` keys are kept)."""
+        meta = {**(self._meta() or {}), MODEL_KEY: dict(identity)}
+        index = self.target.index
+        self._call(
+            "record the model", lambda: self.client.indices.put_mapping(index=index, body={"_meta": meta})
+        )
 
     def count(self) -> int:
         """Number of documents in the index (as of its last refresh)."""

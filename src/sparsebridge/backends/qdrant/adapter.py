@@ -19,7 +19,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
+from sparsebridge.backends.model_identity import MODEL_KEY
 from sparsebridge.backends.qdrant.bodies import (
     dense_request,
     plan_hybrid,
@@ -413,6 +414,24 @@ class QdrantBackend:
 
     def count(self) -> int:
         return int(self._call("count", self.client.count, self.target.collection, exact=True).count)
+
+    def stored_model(self) -> dict[str, Any] | None:
+        """The model identity in the collection's metadata (None: none, or no collection)."""
+        try:
+            info = self._call("get collection", self.client.get_collection, self.target.collection)
+        except (BackendError, ValueError) as e:  # a server answers 404, local mode raises ValueError
+            if (e.status == 404) if isinstance(e, BackendError) else "not found" in str(e):
+                return None
+            raise
+        found = (info.config.metadata or {}).get(MODEL_KEY)
+        return dict(found) if isinstance(found, dict) else None
+
+    def store_model(self, identity: Mapping[str, Any]) -> None:
+        """Record the model identity in the collection's metadata (other metadata keys are kept)."""
+        metadata = {MODEL_KEY: dict(identity)}
+        self._call(
+            "record the model", self.client.update_collection, self.target.collection, metadata=metadata
+        )
 
     def close(self) -> None:
         if self._client is not None:

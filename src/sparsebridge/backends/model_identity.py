@@ -1,0 +1,122 @@
+"""Which model wrote a collection or index: recorded with it, checked before every ingest and search.
+
+Sparse vectors are only comparable when they come from the same model: another vocabulary maps
+the same dimension to another token, and another model weighs tokens differently, so a search or
+an ingest with another model returns meaningless scores without any error. The first ingest
+records a :class:`ModelIdentity` with the target (Qdrant: the collection's metadata; OpenSearch
+and Elasticsearch: the mapping's ``_meta``; the in-memory reference: the object), under the key
+:data:`MODEL_KEY`; every later ingest and search compares its own model with it and raises
+:class:`~sparsebridge.errors.SchemaMismatchError` naming both, unless the mismatch is allowed
+explicitly. A target that records nothing (written before identities were recorded, or by
+another tool) is not checked; an ingest then records its model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from sparsebridge.errors import SchemaMismatchError
+
+__all__ = ["MODEL_KEY", "ModelIdentity", "SupportsModelIdentity", "check_model"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEY = "sparsebridge_model"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model's name (or resolved local path), its vocabulary size and the SHA-256 of its vocabulary.
+
+    Example:
+        >>> str(ModelIdentity("naver/splade-v3", 30522, "ab" * 32))
+        'naver/splade-v3 (vocabulary of 30522 tokens, sha256 abababababab...)'
+    """
+
+    model: str
+    vocab_size: int
+    vocab_sha256: str
+
+    @classmethod
+    def of(cls, encoder: Any) -> ModelIdentity | None:
+        """The identity of a sparse encoder (its ``model_name`` and ``vocab``, index -> token).
+
+        None for a stand-in without them (a benchmark's pre-encoded vectors): nothing to check.
+        """
+        if not (hasattr(encoder, "model_name") and hasattr(encoder, "vocab")):
+            return None
+        name = str(encoder.model_name)
+        if os.path.isdir(name):
+            name = os.path.realpath(name)
+        vocab = list(encoder.vocab)
+        digest = hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
+        return cls(name, len(vocab), digest)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelIdentity:
+        """Read a recorded identity (missing fields read as unknown, so they never match)."""
+        return cls(
+            str(data.get("model", "?")), int(data.get("vocab_size", -1)), str(data.get("vocab_sha256", ""))
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """As recorded with the target."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.model} (vocabulary of {self.vocab_size} tokens, sha256 {self.vocab_sha256[:12]}...)"
+
+
+@runtime_checkable
+class SupportsModelIdentity(Protocol):
+    """A backend that records which model wrote its collection or index."""
+
+    name: str
+
+    def stored_model(self) -> dict[str, Any] | None:
+        """The recorded identity (:meth:`ModelIdentity.to_json`), or None: none, or no such target."""
+        ...
+
+    def store_model(self, identity: Mapping[str, Any]) -> None:
+        """Record ``identity`` with the collection or index (which exists: after ``ensure_schema``)."""
+        ...
+
+
+def check_model(
+    backend: Any, identity: ModelIdentity | None, *, record: bool, allow_mismatch: bool = False
+) -> None:
+    """Refuse a target written by another model; with ``record``, record ``identity`` where none is.
+
+    ``record`` is for ingest (after ``ensure_schema``); a search only reads. A backend that cannot
+    record an identity, or an encoder without one (``identity`` None), is not checked.
+
+    Raises:
+        SchemaMismatchError: The target records another model (names both), unless ``allow_mismatch``.
+    """
+    if identity is None:
+        return
+    if not isinstance(backend, SupportsModelIdentity):
+        logger.debug("%s records no model identity: not checked", getattr(backend, "name", backend))
+        return
+    stored = backend.stored_model()
+    if stored is None:
+        if record:
+            backend.store_model(identity.to_json())
+        return
+    recorded = ModelIdentity.from_json(stored)
+    if recorded == identity:
+        return
+    message = f"the target was written with model {recorded}, not with {identity}"
+    if allow_mismatch:
+        logger.warning("%s: %s (allowed)", backend.name, message)
+        return
+    raise SchemaMismatchError(
+        f"{message}: its vectors and these are not comparable; use that model, or allow the "
+        "mismatch explicitly (--allow-model-mismatch, allow_model_mismatch=True)",
+        backend=backend.name,
+    )
