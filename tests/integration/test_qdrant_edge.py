@@ -220,6 +220,39 @@ def test_payload_round_trips_and_survives_reopen(tmp_path: Path) -> None:
     backend.close()
 
 
+def test_optimize_keeps_every_point_and_every_answer(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    records = [
+        Record(
+            Document(f"d{i}", "t"),
+            SparseVector(np.sort(rng.choice(500, 12, replace=False)), rng.random(12) + 0.1),
+        )
+        for i in range(2000)
+    ]
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    for start in range(0, len(records), 500):
+        backend.write(records[start : start + 500])
+    backend.delete([r.document.id for r in records[:1000]])  # half deleted: the vacuum optimizer's case
+    queries = [r.vector for r in records[::50]]
+    before = backend.search_batch(queries, k=10)
+
+    def same_answers(answers: list[list[SearchHit]]) -> bool:  # scores: float32 summed in another order
+        return all(
+            [h.id for h in got] == [h.id for h in want]
+            and [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-6)
+            for got, want in zip(answers, before, strict=True)
+        )
+
+    assert backend.optimize() is True
+    assert backend.count() == 1000
+    assert same_answers(backend.search_batch(queries, k=10))
+    backend.close()
+    again = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    assert same_answers(again.search_batch(queries, k=10))
+    assert again.optimize() is False  # nothing left to do
+    again.close()
+
+
 @pytest.fixture(scope="module")
 def dense() -> DenseEncoder:
     return DenseEncoder.load("minilm", device="cpu")

@@ -396,6 +396,18 @@ class QdrantEdgeBackend:
         qe = qdrant_edge_module()
         return int(self._call("count", shard.count, qe.CountRequest(exact=True)))
 
+    def optimize(self) -> bool:
+        """Run the engine's segment optimizer to completion; True if it changed any segment.
+
+        Writes land in appendable segments, which are searched as they are but rebuilt in memory
+        each time the shard is opened. Optimized segments open at once: worth it after a large
+        ingest into a shard that is opened again for searching (see docs/qdrant.md for measured
+        costs). Blocks until done.
+        """
+        shard = self._open(create=False)
+        with self._writes:
+            return bool(self._call("optimize", shard.optimize))
+
     def close(self) -> None:
         """Flush the segments to disk and release the shard (and its lock); a no-op when not open."""
         with self._opening:
