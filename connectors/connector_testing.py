@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,10 @@ def exact_hybrid(
         [HybridQuery(sparse=sparse, dense=embedding, candidates=candidates)], RRF, k=k
     )
     return hits
+
+
+def docs_example(name: str) -> str:
+    """The Python example of ``docs/connectors/<name>.md`` (its first python block), as written."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "connectors" / f"{name}.md").read_text()
+    start = page.index("```python\n") + len("```python\n")
+    return page[start : page.index("```\n", start)]

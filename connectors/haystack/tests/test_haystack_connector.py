@@ -6,6 +6,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from connector_testing import (
+    BACKENDS,
+    EXACT_BACKENDS,
+    MINILM_SIZE,
+    RRF,
+    assert_same_top_k,
+    docs_example,
+    exact_hybrid,
+    reference,
+    score_tolerance,
+)
+from haystack import Document as HaystackDocument
+from haystack import Pipeline
 from haystack.components.writers import DocumentWriter
 from haystack.core.errors import DeserializationError
 from haystack.utils import Secret
@@ -16,18 +29,6 @@ from haystack_integrations.components.retrievers.qdrant import (
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 from haystack_integrations.document_stores.qdrant.document_store import QdrantStoreError
 
-from connector_testing import (
-    BACKENDS,
-    EXACT_BACKENDS,
-    MINILM_SIZE,
-    RRF,
-    assert_same_top_k,
-    exact_hybrid,
-    reference,
-    score_tolerance,
-)
-from haystack import Document as HaystackDocument
-from haystack import Pipeline
 from sparsebridge import Backend, DenseEncoder, Document, Encoder, QdrantBackend
 from sparsebridge.query import fuse
 from sparsebridge_haystack import (
@@ -296,3 +297,13 @@ def test_embedders_use_the_query_and_document_paths(asymmetric_encoder: Encoder,
         )
     with pytest.raises(ValueError, match="without text"):
         document_embedder.run([HaystackDocument(id="empty", content="  ")])
+
+
+def test_docs_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    exec(compile(docs_example("haystack"), "docs/connectors/haystack.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("mars space "), lines
+    assert lines[-1] == "bread", lines

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from langchain_core.documents import Document as LangChainDocument
-from langchain_qdrant import QdrantVectorStore, RetrievalMode
-from qdrant_client import models
-
 from connector_testing import (
     BACKENDS,
     EXACT_BACKENDS,
     MINILM_SIZE,
     RRF,
     assert_same_top_k,
+    docs_example,
     exact_hybrid,
     reference,
     score_tolerance,
 )
+from langchain_core.documents import Document as LangChainDocument
+from langchain_qdrant import QdrantVectorStore, RetrievalMode
+from qdrant_client import models
+
 from sparsebridge import Backend, DenseEncoder, Document, Encoder, HybridQuery, QdrantBackend
 from sparsebridge.backends import point_id
 from sparsebridge.query import fuse
@@ -320,3 +322,13 @@ def test_dense_embeddings_are_the_dense_encoder_vectors(
     dense = SparsebridgeDenseEmbeddings(dense_encoder)
     assert dense.embed_query(queries[0]) == dense_encoder.encode_queries(queries[:1])[0].tolist()
     assert dense.embed_documents(queries) == dense_encoder.encode_documents(queries).tolist()
+
+
+def test_docs_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    exec(compile(docs_example("langchain"), "docs/connectors/langchain.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("mars space "), lines
+    assert lines[-1].startswith("Yeast makes bread dough rise"), lines

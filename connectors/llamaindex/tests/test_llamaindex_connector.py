@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from llama_index.core import Settings
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
-from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
-from llama_index.vector_stores.qdrant import QdrantVectorStore
-
 from connector_testing import (
     BACKENDS,
     EXACT_BACKENDS,
     MINILM_SIZE,
     RRF,
     assert_same_top_k,
+    docs_example,
     exact_hybrid,
     reference,
     score_tolerance,
 )
+from llama_index.core import Settings
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
+from llama_index.vector_stores.qdrant import QdrantVectorStore
+
 from sparsebridge import Backend, DenseEncoder, Document, Encoder, HybridQuery, QdrantBackend
 from sparsebridge.backends import point_id
 from sparsebridge.query import fuse
@@ -296,3 +298,13 @@ def test_sparse_query_fn_uses_the_query_path(asymmetric_encoder: Encoder, querie
     )
     doc_indices, _ = sparse_doc_fn(asymmetric_encoder)(queries)
     assert doc_indices == [v.indices.tolist() for v in documents]
+
+
+def test_docs_example_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    exec(compile(docs_example("llamaindex"), "docs/connectors/llamaindex.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("mars space "), lines
+    assert lines[-2] == "bread" and lines[-1].startswith("The Nile flows north"), lines

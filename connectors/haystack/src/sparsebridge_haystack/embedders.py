@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.dataclasses import SparseEmbedding
 
-from haystack import Document, component, default_from_dict, default_to_dict
 from sparsebridge import Encoder, SparseVector
 
 __all__ = ["SparsebridgeSparseDocumentEmbedder", "SparsebridgeSparseTextEmbedder", "to_sparse_embedding"]

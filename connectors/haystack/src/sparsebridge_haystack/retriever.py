@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.dataclasses import SparseEmbedding
 from haystack.utils import Secret, deserialize_secrets_inplace
 
-from haystack import Document, component, default_from_dict, default_to_dict
 from sparsebridge import (
     Backend,
     DenseEncoder,
