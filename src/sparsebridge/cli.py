@@ -532,6 +532,7 @@ def _run_ray_ingest(args: argparse.Namespace) -> int:
         id_field=args.id_field,
         text_field=args.text_field,
         metadata_fields=fields,
+        allow_model_mismatch=args.allow_model_mismatch,
     )
     if args.stats_json is not None:
         _write_stats(args.stats_json, {**stats.to_json(), "error": None})

@@ -290,3 +290,31 @@ def _resume_when_the_store_is_free(path: Path, target: str, run_dir: Path) -> An
             if "already accessed" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+def test_a_writer_refuses_a_target_written_by_another_model_before_writing(
+    encoder: Any, tmp_path: Path
+) -> None:
+    from sparsebridge.backends.model_identity import ModelIdentity
+    from sparsebridge.errors import SchemaMismatchError
+    from sparsebridge.ingest.ray import _table, _Work, _Writer
+    from sparsebridge.ingest.stages import Batch, encode_batch
+
+    target = f"qdrant+local://{tmp_path}/q/docs"
+    backend = open_backend(target)
+    backend.ensure_schema()
+    backend.store_model(ModelIdentity("another/model", 30522, "00" * 32).to_json())  # type: ignore[attr-defined]
+    backend.close()
+    batch = Batch(seq=0, end=1, docs=[(0, Document("a", "river flood"))], size=1)
+    encode_batch(batch, encoder, run_number=1)
+    work = _Work(batch, ["0"], [], model=ModelIdentity.of(encoder))
+    writer = _Writer(target, {}, str(tmp_path / "journal"), "s", 0, False)
+    with pytest.raises(SchemaMismatchError, match="another/model"):
+        writer.write(_table([work]))
+    writer.close()
+    assert (tmp_path / "journal" / "s-0.jsonl").read_text() == ""  # nothing journaled
+    assert _qdrant_points(tmp_path / "q") == {}  # nothing written
+    allowed = _Writer(target, {}, str(tmp_path / "journal"), "t", 0, True)
+    assert allowed.write(_table([work])) == 1
+    allowed.close()
+    assert len(_qdrant_points(tmp_path / "q")) == 1

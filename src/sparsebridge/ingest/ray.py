@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsebridge.backends import open_backend, parse_target
+from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.errors import DeadLetterLimitError, InputError, MissingExtraError, SparsebridgeError
 from sparsebridge.ingest.checkpoint import DEAD_LETTER_NAME, Checkpoint, DeadLetter
 from sparsebridge.ingest.pipeline import IngestStats, describe_target, open_run
@@ -131,6 +132,7 @@ def ray_ingest(
     id_field: str = "id",
     text_field: str = "text",
     metadata_fields: Sequence[str] | None = None,
+    allow_model_mismatch: bool = False,
 ) -> IngestStats:
     """Encode and write ``data`` on the Ray cluster this process is connected to (or a local one).
 
@@ -158,6 +160,8 @@ def ray_ingest(
         id_field: The id field of a file or Dataset.
         text_field: The text field of a file or Dataset.
         metadata_fields: The fields kept as metadata (None: every other field).
+        allow_model_mismatch: Write even when the target records another model; by default
+            that is refused (before the first write: the encoders report their model's identity).
 
     Returns:
         The counters of this run (``written``, ``stale``, ``dead_lettered``, ``truncated``,
@@ -165,7 +169,8 @@ def ray_ingest(
 
     Raises:
         MissingExtraError: ``ray[data]`` is not installed.
-        SchemaMismatchError: The index or collection does not match (before any encoding).
+        SchemaMismatchError: The index or collection does not match (before any encoding), or
+            records another model (before any write).
         DeadLetterLimitError: Too many dead-lettered items.
         BackendError: A fatal or persistent backend failure.
 
@@ -207,7 +212,9 @@ def ray_ingest(
         ray.init()
     session = uuid.uuid4().hex[:12]
     started = time.perf_counter()
-    writers = _start_writers(parsed.embedded, options, target, backend_kwargs, journal, session)
+    writers = _start_writers(
+        parsed.embedded, options, target, backend_kwargs, journal, session, allow_model_mismatch
+    )
     try:
         dataset = _read(data, source, options.rows, previous, id_field, text_field, metadata_fields)
         models = _Models(
@@ -379,6 +386,7 @@ class _Work:
     batch: Batch
     doc_keys: list[str]
     letter_keys: list[str]
+    model: ModelIdentity | None = None  # set by the encoder actor
 
     def keys(self) -> list[str]:
         return [*self.doc_keys, *self.letter_keys]
@@ -515,10 +523,12 @@ class _EncodeActor:
                 models.dense_model, device=models.device, trust_remote_code=models.trust_remote_code
             )
         self.tokens = TokenCounter.for_encoder(self.encoder)
+        self.identity = ModelIdentity.of(self.encoder)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         works = _works(table)
         for work in works:
+            work.model = self.identity
             batch = work.batch
             if self.tokens is not None:
                 batch.truncated = sum(self.tokens.too_long(d.text) for _, d in batch.docs)
@@ -537,9 +547,17 @@ class _Writer:
     """A writer actor: one backend, ``write_batch`` per batch, then one journal line (fsynced)."""
 
     def __init__(
-        self, target: str, backend_options: dict[str, Any], journal: str, session: str, index: int
+        self,
+        target: str,
+        backend_options: dict[str, Any],
+        journal: str,
+        session: str,
+        index: int,
+        allow_model_mismatch: bool,
     ) -> None:
         self.backend = open_backend(target, **backend_options)
+        self.allow_model_mismatch = allow_model_mismatch
+        self.checked: set[ModelIdentity | None] = set()
         folder = Path(journal)
         folder.mkdir(parents=True, exist_ok=True)
         self.session = session
@@ -548,9 +566,13 @@ class _Writer:
     def write(self, table: pa.Table) -> int:
         works = _works(table)
         for work in works:
+            if work.model not in self.checked:  # as ingest() does, before the first write
+                check_model(self.backend, work.model, record=True, allow_mismatch=self.allow_model_mismatch)
+                self.checked.add(work.model)
             written = write_batch(work.batch, self.backend)  # a refused item becomes a dead letter
             entry = {
                 "session": self.session,
+                "at": time.time(),
                 "keys": work.keys(),
                 "written": written.written,
                 "stale": written.stale,
@@ -575,6 +597,7 @@ def _start_writers(
     backend_options: dict[str, Any],
     journal: Path,
     session: str,
+    allow_model_mismatch: bool,
 ) -> list[Any]:
     """The writer actors; an embedded target's on the driver's node (its files are there)."""
     placement: dict[str, Any] = {"num_cpus": 0}
@@ -583,7 +606,9 @@ def _start_writers(
         placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
     actor = ray.remote(_Writer)
     return [
-        actor.options(**placement).remote(target, backend_options, str(journal), session, i)
+        actor.options(**placement).remote(
+            target, backend_options, str(journal), session, i, allow_model_mismatch
+        )
         for i in range(options.writers)
     ]
 
