@@ -15,7 +15,7 @@ _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 # Examples that need something the test machine lacks say so on a line of their own; examples
 # that load a model from the hub ("owner/name") cannot run offline either.
 _SKIP_MARK = "# needs:"
-_HUB_MODEL = re.compile(r"""\.load\(\s*["'][\w.-]+/[\w.-]+["']""")
+_HUB_MODEL = re.compile(r"""(?:\.load\(|model=)\s*["'][\w.-]+/[\w.-]+["']""")
 
 # Runs every block in one interpreter (torch is imported once), each in a fresh namespace, and
 # reports which block failed.
