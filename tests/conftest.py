@@ -66,7 +66,9 @@ def queries() -> list[str]:
 
 # `make test` runs the whole suite on its default OpenSearch node, then the tests marked `opensearch`
 # again on the other versions of its matrix (OPENSEARCH_VERSION, OPENSEARCH_PLUGINS: see the Makefile):
-# the OpenSearch tests of these modules (whole modules, or their OpenSearch parameters only).
+# the OpenSearch tests of these modules (whole modules, or their OpenSearch parameters only): the
+# contract suite, the OpenSearch integration and hybrid tests, the dense leg, kill/resume, the 429
+# storm and the write semantics (stale replays, poison items, write and flood-stage blocks).
 OPENSEARCH_MATRIX_MODULES = {
     "test_backend_contract.py",
     "test_opensearch.py",
@@ -75,6 +77,7 @@ OPENSEARCH_MATRIX_MODULES = {
     "test_dense_opensearch.py",
     "test_kill_resume.py",
     "test_429_storm.py",
+    "test_write_semantics.py",
 }
 OPENSEARCH_FIXTURES = {
     "opensearch_url",
