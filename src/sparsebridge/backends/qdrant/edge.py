@@ -101,7 +101,7 @@ def lock_holder(shard: Path) -> str:
         if pid == os.getpid():
             return f"this process (pid {pid}; another backend has it open)"
         try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            command = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ").split())
         except (OSError, UnicodeDecodeError):
             command = ""
         return f"pid {pid}" + (f" ({command[:200]})" if command else "")
