@@ -28,6 +28,7 @@ from sparsebridge.cli import main
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.extract import SparseExtractor
 from sparsebridge.encoder.loading import cast_floating, restore_constructor_buffers
+from sparsebridge.encoder.stages import SpladeStages
 from sparsebridge.errors import ModelLoadError, ModelOutputError
 from sparsebridge.ingest import ingest
 from sparsebridge.types import SparseVector
@@ -86,6 +87,19 @@ def test_fast_path_engages_through_the_decoder_projection(remote: Encoder) -> No
     assert hf_model.get_output_embeddings() is None
     assert remote.stages is not None and remote.stages.projection is hf_model.decoder
     assert remote.vocab_size == 30522
+
+
+def test_the_probe_rejects_a_projection_that_is_not_the_last_step(remote: Encoder) -> None:
+    """The projection is trusted only if the body followed by it reproduces the model's logits."""
+    hf_model = remote.model[0].model
+    options = {
+        "tokenizer": remote.model.tokenizer,
+        "max_seq_length": 256,
+        "double_log": False,
+        "model_name": "m",
+    }
+    assert SpladeStages(hf_model=hf_model, projection_name="decoder", **options)._reproduces_model()
+    assert not SpladeStages(hf_model=hf_model, projection_name="transform", **options)._reproduces_model()
 
 
 @pytest.mark.parametrize("fast_path", [True, False])

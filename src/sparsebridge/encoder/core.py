@@ -50,6 +50,10 @@ class Encoder:
     through the model's own modules (the generic path), including routers whose query side is
     inference-free.
 
+    One encoder may serve many threads at once (a web app answering searches): a call never
+    modifies the model and keeps its state to itself, and concurrent calls return exactly the
+    vectors of sequential ones. The fast path's stages are public (:attr:`stages`).
+
     Args:
         model: A loaded sentence-transformers ``SparseEncoder`` (see :meth:`load`).
         token_budget: Most padded tokens per batch (default 65536 on CUDA, 8192 on CPU).

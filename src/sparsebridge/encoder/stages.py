@@ -279,8 +279,12 @@ class SpladeStages:
                 unpadded = self.projection(self.body(ids[1:], None))
             except Exception:  # the model's forward does not fit the fast path's calls
                 return False
+        # Unpadded rows may run another attention kernel than the padded batch: in 16-bit floats
+        # that moves logits by up to a few percent of their range; a wrong projection moves them by
+        # about all of it.
         scale = float(expected.abs().max()) or 1.0
-        close = functools.partial(torch.allclose, rtol=1e-3, atol=1e-3 * scale)
+        tolerance = 1e-3 if expected.dtype == torch.float32 else 5e-2
+        close = functools.partial(torch.allclose, rtol=0.0, atol=tolerance * scale)
         real = mask.bool()
         return bool(
             padded.shape == expected.shape
