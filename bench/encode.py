@@ -3,12 +3,16 @@
     python bench/encode.py                                  # splade-tiny on this machine (CPU)
     python bench/encode.py --model bert-base --tokens 80    # random-weight BERT-base SPLADE (GPU)
     python bench/encode.py --model bert-base --layers 28    # seed-model-sized (28 x 768)
+    python bench/encode.py --model rotary-mlm --layers 2    # custom-code NeoBERT-like model (CPU or GPU)
 
 ``bert-base`` builds a random-weight ``BertForMaskedLM`` whose MLM bias is shifted so documents get
 about ``--active-dims`` non-zeros (throughput depends on the architecture, and sparse extraction
-costs on the number of active dims). Texts are random whole-word vocabulary tokens, ``--tokens``
-long on average. Prints one line per configuration and the ratio to sentence-transformers' best
-setting; ``--json`` appends the results (with the machine) to a JSON Lines file.
+costs on the number of active dims). ``rotary-mlm`` builds the custom-code test model of
+``tests/remote_code/`` (rotary attention, SwiGLU, RMSNorm: NeoBERT's shape, ``--hidden`` wide),
+loaded with ``trust_remote_code`` and its constructor buffers restored on both sides. Texts are
+random whole-word vocabulary tokens, ``--tokens`` long on average. Prints one line per
+configuration and the ratio to sentence-transformers' best setting; ``--json`` appends the results
+(with the machine) to a JSON Lines file.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import platform
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -160,8 +165,11 @@ def print_main_thread_profile(fn: Callable[[], Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="splade-tiny", help="splade-tiny, bert-base, a path or hub name")
-    parser.add_argument("--layers", type=int, default=12, help="bert-base: number of layers")
+    parser.add_argument(
+        "--model", default="splade-tiny", help="splade-tiny, bert-base, rotary-mlm, a path or hub name"
+    )
+    parser.add_argument("--layers", type=int, default=12, help="bert-base, rotary-mlm: number of layers")
+    parser.add_argument("--hidden", type=int, default=768, help="rotary-mlm: width")
     parser.add_argument("--active-dims", type=int, default=180, help="bert-base: target non-zeros per doc")
     parser.add_argument("--tokens", type=int, default=80, help="average words per text")
     parser.add_argument("--docs", type=int, default=0, help="texts for sparsebridge (default: by device)")
@@ -181,6 +189,7 @@ def main() -> None:
     from sentence_transformers import SparseEncoder
 
     from sparsebridge.encoder import Encoder
+    from sparsebridge.encoder.loading import cast_floating, restore_constructor_buffers
     from sparsebridge.encoder.models import resolve_model
 
     cuda = args.device.startswith("cuda")
@@ -189,11 +198,28 @@ def main() -> None:
     if name == "bert-base":
         path = random_splade(args.layers, args.active_dims, resolve_model("splade-tiny"), args.device)
         name = f"random BERT {args.layers}x768"
+    remote = name == "rotary-mlm"
+    if remote:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from remote_code_model import build
+
+        out = Path(tempfile.mkdtemp(prefix="rotary-mlm-")) / "model"
+        path = str(
+            build(out, layers=args.layers, hidden=args.hidden, heads=args.hidden // 64,
+                  intermediate=args.hidden * 8 // 3, active_dims=args.active_dims)
+        )  # fmt: skip
+        name = f"custom-code rotary MLM {args.layers}x{args.hidden}"
+
+    def load(device: str) -> Any:
+        model = SparseEncoder(path, device=device, trust_remote_code=remote)
+        restore_constructor_buffers(model)  # the constructor's values, as a transformers 4 load kept them
+        model.max_seq_length = 256
+        return model
+
     docs = args.docs or (20000 if cuda else 256)
     st_docs = args.st_docs or (4096 if cuda else 256)
 
-    base = SparseEncoder(path, device=args.device)
-    base.max_seq_length = 256
+    base = load(args.device)
     texts = make_texts(base.tokenizer, max(docs, st_docs), args.tokens)
     lengths = [len(ids) for ids in base.tokenizer(texts[:512], truncation=True, max_length=256)["input_ids"]]
     results: list[dict[str, Any]] = []
@@ -209,9 +235,8 @@ def main() -> None:
     st_settings = [("fp32", 32), ("bf16", 128)] if cuda else [("fp32", 32)]
     print(f"model {name}, device {args.device} ({machine()}), avg tokens {sum(lengths) / len(lengths):.0f}")
     for label, batch_size in st_settings:
-        model = SparseEncoder(path, device=args.device)
-        model.max_seq_length = 256
-        model.to(dict(dtypes)[label] if cuda else torch.float32)
+        model = load(args.device)
+        cast_floating(model, dict(dtypes)[label] if cuda else torch.float32)  # complex buffers stay complex
         subset = texts[:st_docs]
         model.encode_document(subset[: 4 * batch_size], batch_size=batch_size)  # warm-up
         seconds, out = timed(
@@ -228,9 +253,8 @@ def main() -> None:
         if args.padded:
             variants.insert(1, ("fast, padded batches only", True, True))
         for variant, fast, padded in variants:
-            model = SparseEncoder(path, device=args.device)
-            model.max_seq_length = 256
-            model.to(dtype)
+            model = load(args.device)
+            cast_floating(model, dtype)
             encoder = Encoder(model, fast_path=fast)
             subset = texts[:docs] if fast else texts[:st_docs]
             with padded_batches_only(padded):
@@ -248,9 +272,8 @@ def main() -> None:
 
     stage_rates: dict[str, float] = {}
     if args.profile:
-        model = SparseEncoder(path, device=args.device)
-        model.max_seq_length = 256
-        model.to(dtypes[-1][1])
+        model = load(args.device)
+        cast_floating(model, dtypes[-1][1])
         encoder = Encoder(model)
         profile_fast_path(encoder, texts[:256], args.device)  # warm-up
         stage_rates = profile_fast_path(encoder, texts[: min(docs, 20000)], args.device)
