@@ -35,7 +35,8 @@ def write_nanobeir(root: Path, names: list[str]) -> Path:
             datasets.Dataset.from_list(rows).to_parquet(str(path))
             configs[subset].append(f"  - split: {split}\n    path: {subset}/{split}.parquet")
     yaml = "".join(
-        f"- config_name: {subset}\n  data_files:\n" + "\n".join(files) + "\n" for subset, files in configs.items()
+        f"- config_name: {subset}\n  data_files:\n" + "\n".join(files) + "\n"
+        for subset, files in configs.items()
     )
     (root / "README.md").write_text(f"---\nconfigs:\n{yaml}---\n")
     return root
@@ -78,7 +79,9 @@ def test_cli_all_nanobeir_prints_each_set_and_the_mean(
     assert all(0 < v <= 1 for v in per_set)
 
 
-def test_cli_one_set_by_name(tmp_path: Path, splade_tiny_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_one_set_by_name(
+    tmp_path: Path, splade_tiny_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     repository = write_nanobeir(tmp_path / "NanoBEIR-en", ["nq"])
     args = ["eval", "--dataset", "nanobeir/nq", "--nanobeir-repository", str(repository)]
     assert main([*args, "--model", splade_tiny_path, "--device", "cpu", "--to", "memory://"]) == 0
