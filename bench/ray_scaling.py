@@ -7,7 +7,8 @@ Every configuration ingests the same synthetic JSONL corpus into ``memory://`` (
 so the numbers are the pipeline's, not an engine's). For each Ray run it reports the wall time of
 ``ray_ingest`` (``total_s``: actor start-up and model loads included), the time until the first
 batch was written (``first_batch_s``), and the steady rate between the first and the last batch
-written (``steady_docs_per_s``, from the journal's timestamps). ``cpus_per_actor`` splits this
+written (``steady_docs_per_s``, from the journal's timestamps: with several actors, whose first
+batches all wait for their start-up, it overstates the rate). ``cpus_per_actor`` splits this
 machine's cores between the actors (one torch thread each at least). The Ray cluster is local
 (``ray.init(num_cpus=4)``), started once; its start-up time is reported alone.
 """

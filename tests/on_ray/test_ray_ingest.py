@@ -318,3 +318,10 @@ def test_a_writer_refuses_a_target_written_by_another_model_before_writing(
     assert allowed.write(_table([work])) == 1
     allowed.close()
     assert len(_qdrant_points(tmp_path / "q")) == 1
+
+
+def test_without_ray_the_module_names_the_extra() -> None:
+    code = "import sys; sys.modules['ray'] = None\nimport sparsebridge.ingest.ray"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "MissingExtraError" in result.stderr and "pip install 'sparsebridge[ray]'" in result.stderr
