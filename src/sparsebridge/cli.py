@@ -405,12 +405,12 @@ def _ingest(args: argparse.Namespace) -> int:
     """One run in a locked run dir; ``--stats-json`` is written whether it succeeds or not."""
     from sparsebridge.ingest.checkpoint import RunDirLock
 
-    if args.max_dead_letter_fraction > 1:
-        raise ValueError("--max-dead-letter-fraction must be at most 1")
-    if not args.input.exists():
-        raise InputError("input file does not exist", source=str(args.input))
     live: list[Any] = []  # the run's live stats, once it started
     try:
+        if args.max_dead_letter_fraction > 1:
+            raise ValueError("--max-dead-letter-fraction must be at most 1")
+        if not args.input.exists():
+            raise InputError("input file does not exist", source=str(args.input))
         with RunDirLock(_run_dir(args)):
             return _run_ingest(args, live)
     except BaseException as e:

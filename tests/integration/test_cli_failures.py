@@ -147,6 +147,19 @@ def test_stats_json_is_written_when_the_run_fails(tmp_path: Path) -> None:
     assert unreachable.returncode == 1
     assert "collection check failed" in json.loads(stats_path.read_text())["error"]
 
+    missing = run(
+        "ingest",
+        "--model",
+        "splade-tiny",
+        "--input",
+        "nope.jsonl",
+        "--stats-json",
+        str(stats_path),
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 2
+    assert json.loads(stats_path.read_text()) == {"error": "nope.jsonl: input file does not exist"}
+
     done = ingest(tmp_path, "--stats-json", str(stats_path))
     assert done.returncode == 0, done.stderr
     stats = json.loads(stats_path.read_text())

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from sparsebridge.backends import MemoryBackend, QdrantBackend, QdrantTarget, Record
+from sparsebridge.backends.model_identity import ModelIdentity
 from sparsebridge.errors import InputError
 from sparsebridge.eval import load_beir, run_eval
 from sparsebridge.types import Document, SparseVector
@@ -36,5 +37,6 @@ def test_eval_into_an_empty_target_measures_its_corpus_alone(encoder: Any) -> No
     report = run_eval(dataset, encoder=encoder, backend=backend)
     assert backend.count() == len(dataset.corpus)
     assert report.modes["sparse"] == report.exact["sparse"]
+    assert backend.stored_model() == ModelIdentity.of(encoder).to_json()  # type: ignore[union-attr]
     with pytest.raises(InputError, match=rf"already holds {len(dataset.corpus)} document\(s\)"):
         run_eval(dataset, encoder=encoder, backend=backend)  # a second eval into the same target

@@ -133,8 +133,11 @@ def call_with_retry(
             elapsed = time.monotonic() - started
             wait = policy.wait_before_retry(attempt, elapsed)
             if wait is None:
+                status = getattr(e, "status_code", None)  # the clients' HTTP errors carry the status
                 raise BackendUnavailableError(
-                    f"{what} failed after {attempt} attempts in {elapsed:.1f}s: {e}", backend=backend
+                    f"{what} failed after {attempt} attempts in {elapsed:.1f}s: {e}",
+                    backend=backend,
+                    status=status if isinstance(status, int) else None,
                 ) from e
             logger.warning(
                 "%s: %s failed (attempt %d), retrying in %.2fs: %s", backend, what, attempt, wait, e

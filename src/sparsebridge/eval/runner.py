@@ -14,7 +14,7 @@ while the exact reference holds this corpus only.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from sparsebridge.backends.base import (
     WriteStats,
 )
 from sparsebridge.backends.memory import MemoryBackend
+from sparsebridge.backends.model_identity import SupportsModelIdentity
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.errors import InputError
@@ -114,6 +115,13 @@ class _Tee:
 
     def count(self) -> int:
         return self.backend.count()
+
+    def stored_model(self) -> dict[str, Any] | None:
+        return self.backend.stored_model() if isinstance(self.backend, SupportsModelIdentity) else None
+
+    def store_model(self, identity: Mapping[str, Any]) -> None:
+        if isinstance(self.backend, SupportsModelIdentity):  # the backend under test records its model
+            self.backend.store_model(identity)
 
     def close(self) -> None:
         return None
