@@ -1,6 +1,6 @@
 """Every collection and index records the model that wrote it; another model is refused, naming both.
 
-Real engines: embedded Qdrant and the OpenSearch node. "Another model" is the bundled MiniLM (its
+Real engines: embedded Qdrant, Qdrant Edge and the OpenSearch node. "Another model" is the bundled MiniLM (its
 name and its tokenizer's vocabulary, recorded as another tool would record it) or a vocabulary
 that differs in one token.
 """
@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from sparsebridge.backends import ClusterTarget, MemoryBackend, OpenSearchBackend, QdrantBackend, QdrantTarget
+from sparsebridge.backends import (
+    ClusterTarget,
+    MemoryBackend,
+    OpenSearchBackend,
+    QdrantBackend,
+    QdrantEdgeBackend,
+    QdrantEdgeTarget,
+    QdrantTarget,
+)
 from sparsebridge.backends.model_identity import MODEL_KEY, ModelIdentity, check_model
 from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.encoder.models import resolve_model
@@ -134,3 +142,20 @@ def test_cli_search_with_another_model_is_refused_naming_both(
     allowed = search("--allow-model-mismatch")
     assert allowed.returncode == 0, allowed.stderr
     assert "no results" in allowed.stdout
+
+
+def test_qdrant_edge_records_the_model_beside_the_shard(
+    encoder: Any, minilm: ModelIdentity, tmp_path: Path
+) -> None:
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path / "edge"), "docs"))
+    try:
+        ingest(DOCS, encoder=encoder, backend=backend, batch_size=8)
+        assert backend.stored_model() == ModelIdentity.of(encoder).to_json()  # type: ignore[union-attr]
+        assert backend.count() == len(DOCS)  # the record beside the shard leaves the shard alone
+    finally:
+        backend.close()
+    other = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path / "edge"), "other"))
+    try:
+        _refused_then_allowed(other, encoder, minilm)
+    finally:
+        other.close()

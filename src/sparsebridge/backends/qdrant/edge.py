@@ -20,10 +20,11 @@ process (or another backend in this process) holds raises
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
+from sparsebridge.backends.model_identity import MODEL_KEY
 from sparsebridge.backends.qdrant.bodies import Leg, LegVector, NativeFusion, WithPayload, plan_hybrid
 from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
 from sparsebridge.errors import BackendError, BackendUnavailableError, MissingExtraError, SchemaMismatchError
@@ -255,6 +257,28 @@ class QdrantEdgeBackend:
             return fn(*args)
         except Exception as e:  # the engine refused: plain Exception with its message
             raise BackendError(f"{what} failed on {self.target.path}: {e}", backend=self.name) from e
+
+    @property
+    def _model_file(self) -> Path:
+        return Path(self.target.directory) / f".{self.target.collection}.sparsebridge-model.json"
+
+    def stored_model(self) -> dict[str, Any] | None:
+        """The model identity, recorded in a file beside the shard (a shard has no metadata)."""
+        try:
+            data = json.loads(self._model_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            message = f"unreadable model record {self._model_file}: {e}"
+            raise BackendError(message, backend=self.name) from None
+        found = data.get(MODEL_KEY) if isinstance(data, dict) else None
+        return dict(found) if isinstance(found, dict) else None
+
+    def store_model(self, identity: Mapping[str, Any]) -> None:
+        """Record the model identity beside the shard (written whole or not at all)."""
+        tmp = self._model_file.with_name(self._model_file.name + ".tmp")
+        tmp.write_text(json.dumps({MODEL_KEY: dict(identity)}), encoding="utf-8")
+        tmp.replace(self._model_file)
 
     def ensure_schema(self) -> None:
         """Create the shard, or open it and check that it holds our vectors (else SchemaMismatchError)."""
