@@ -498,6 +498,8 @@ def _run_ray_ingest(args: argparse.Namespace) -> int:
 
     from sparsebridge.ingest.ray import RayOptions, ray_ingest
 
+    if args.device:
+        raise ValueError("--device does not apply to --engine ray: use --gpus-per-actor")
     target = parse_target(args.to)
     dense = _load_dense(args)
     options: dict[str, Any] = {"dense_size": dense.dimension} if dense is not None else {}

@@ -19,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray.data
 import torch
 from qdrant_client import QdrantClient
 
 from sparsebridge.backends import open_backend
 from sparsebridge.backends.base import point_id
+from sparsebridge.backends.model_identity import ModelIdentity
+from sparsebridge.encoder.dense import DenseEncoder
+from sparsebridge.errors import SchemaMismatchError
 from sparsebridge.ingest import JsonlSource, ingest
 from sparsebridge.ingest.checkpoint import Checkpoint
-from sparsebridge.ingest.ray import JOURNAL_DIR, RayOptions, ray_ingest
+from sparsebridge.ingest.ray import JOURNAL_DIR, RayOptions, _table, _Work, _Writer, ray_ingest
+from sparsebridge.ingest.stages import Batch, encode_batch
 from sparsebridge.types import Document
 
 WORDS = "river water flood planet orbit moon protein gene compiler cache bread coffee".split()
@@ -182,9 +187,9 @@ def test_ray_and_single_process_write_the_same_opensearch_documents(
     assert len(got) == 116 and got == want  # ids, external versions (the run number), sources
 
 
-def test_a_ray_dataset_is_checked_by_the_same_rules(ray_cluster: str, tmp_path: Path) -> None:
-    import ray.data
-
+def test_a_ray_dataset_is_checked_by_the_same_rules_and_dense_comes_from_the_same_actor(
+    ray_cluster: str, tmp_path: Path
+) -> None:
     rows = [{"id": f"d{i}", "text": f"river planet {i}", "lang": "en"} for i in range(30)]
     rows[4] = {"id": "d4", "text": ""}
     rows[9] = {"text": "no id here"}
@@ -196,6 +201,8 @@ def test_a_ray_dataset_is_checked_by_the_same_rules(ray_cluster: str, tmp_path: 
         run_dir=tmp_path / "run",
         options=RayOptions(batch_size=8),
         max_dead_letter_fraction=0.1,
+        dense_model="minilm",
+        backend_options={"dense_size": 384},
     )
     assert (stats.written, stats.dead_lettered) == (28, 2)
     letters = [json.loads(line) for line in (tmp_path / "run" / "dead_letter.jsonl").read_text().splitlines()]
@@ -203,6 +210,13 @@ def test_a_ray_dataset_is_checked_by_the_same_rules(ray_cluster: str, tmp_path: 
     assert {d["position"] for d in letters} == {-1}
     points = _qdrant_points(tmp_path / "q")
     assert len(points) == 28 and points[point_id("d0")][0]["metadata"] == {"lang": "en"}
+    client = QdrantClient(path=str(tmp_path / "q"))
+    try:
+        [point] = client.retrieve("docs", [point_id("d0")], with_vectors=True)
+    finally:
+        client.close()
+    want = DenseEncoder.load("minilm", device="cpu").encode_documents(["river planet 0"])[0]
+    assert point.vector["dense"] == pytest.approx(want.tolist(), abs=1e-5)
 
 
 def _journaled(run_dir: Path) -> int:
@@ -295,10 +309,6 @@ def _resume_when_the_store_is_free(path: Path, target: str, run_dir: Path) -> An
 def test_a_writer_refuses_a_target_written_by_another_model_before_writing(
     encoder: Any, tmp_path: Path
 ) -> None:
-    from sparsebridge.backends.model_identity import ModelIdentity
-    from sparsebridge.errors import SchemaMismatchError
-    from sparsebridge.ingest.ray import _table, _Work, _Writer
-    from sparsebridge.ingest.stages import Batch, encode_batch
 
     target = f"qdrant+local://{tmp_path}/q/docs"
     backend = open_backend(target)

@@ -7,18 +7,19 @@
                          or an existing ray.data.Dataset: each row checked by the same source rules
     map_batches          ActorPoolStrategy(size=actors): each actor loads the sparse (and dense)
                          model once, on its GPU when it has one, and runs encode_batch
-    write_datasink       each write task hands its blocks to one of ``writers`` writer actors,
+    write_datasink       each write task hands its batch to one of ``writers`` writer actors,
                          which run write_batch on a sparsebridge backend (its retries, idempotent
-                         ids, the run number as version) and then journal the block
+                         ids, the run number as version) and then journal the batch
 
-Rows travel between the stages as ``key`` (the item's input position, or its id for a Dataset)
-and ``item`` (the pickled document, record or dead letter).
+A Ray row is one whole batch (a pickled ``_Work``: the batch and the journal key of each of its
+items, the input position or, for a Dataset, the id), so Ray never re-cuts batches and every
+encoder call sees the texts ingest() would give it.
 
 The journal (``RUN_DIR/ray/*.jsonl``, one file per writer actor and driver session) holds one
-line per written block: its keys, its counters and its dead letters, appended and fsynced after
-the engine acknowledged the block. A re-run with ``resume=True`` skips every journaled key; a
-block written but not journaled (a kill in between) is written again, which the same ids and the
-same run number make harmless (the engine counts it stale). At the end the driver writes
+line per written batch: its keys, its counters and its dead letters, appended and fsynced after
+the engine acknowledged the batch. A re-run with ``resume=True`` skips every journaled key; a
+batch written but not journaled (a kill in between) is written again, which the same ids and the
+same run number make harmless (the engine keeps one copy). At the end the driver writes
 ``RUN_DIR/dead_letter.jsonl`` (in input order, as :func:`~sparsebridge.ingest.ingest` does) and
 marks the checkpoint done.
 
