@@ -28,6 +28,7 @@ from sparsebridge.errors import (
     InputError,
     MissingExtraError,
     ModelLoadError,
+    ModelOutputError,
     SchemaMismatchError,
     SparsebridgeError,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "MemoryBackend",
     "MissingExtraError",
     "ModelLoadError",
+    "ModelOutputError",
     "QdrantBackend",
     "QdrantEdgeBackend",
     "QdrantEdgeTarget",

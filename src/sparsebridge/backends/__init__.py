@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsebridge.backends.base import Backend, Record, point_id
+from sparsebridge.backends.base import (
+    Backend,
+    Record,
+    SupportsBatchSearch,
+    SupportsDenseSearch,
+    SupportsHybridSearch,
+    SupportsTextSearch,
+    point_id,
+)
 from sparsebridge.backends.elasticsearch import ElasticsearchBackend
 from sparsebridge.backends.lucene import ClusterTarget, FieldType, LuceneBackend, Refresh
 from sparsebridge.backends.memory import MemoryBackend
@@ -43,6 +51,10 @@ __all__ = [
     "Record",
     "Refresh",
     "RetryPolicy",
+    "SupportsBatchSearch",
+    "SupportsDenseSearch",
+    "SupportsHybridSearch",
+    "SupportsTextSearch",
     "Target",
     "open_backend",
     "parse_target",

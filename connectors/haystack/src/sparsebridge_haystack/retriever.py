@@ -19,7 +19,7 @@ from sparsebridge import (
     SparseVector,
     open_backend,
 )
-from sparsebridge_haystack.search import Searcher, SearchMode, check_setup, hit_text
+from sparsebridge.search import Searcher, SearchMode, check_setup, hit_text
 
 __all__ = ["SparsebridgeRetriever", "to_document"]
 

@@ -10,7 +10,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import Field, PrivateAttr, model_validator
 
 from sparsebridge import Backend, DenseEncoder, Encoder, Fusion, SearchHit
-from sparsebridge_langchain.search import Searcher, SearchMode, hit_text
+from sparsebridge.search import Searcher, SearchMode, hit_text
 
 __all__ = ["SparsebridgeRetriever", "to_document"]
 

@@ -11,7 +11,7 @@ from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from sparsebridge import Backend, DenseEncoder, Encoder, Fusion, SearchHit, SparseVector
-from sparsebridge_llamaindex.search import Searcher, SearchMode, hit_text
+from sparsebridge.search import Searcher, SearchMode, hit_text
 
 __all__ = ["SparseQueryBundle", "SparsebridgeRetriever", "to_node"]
 

@@ -1,4 +1,7 @@
-"""Text queries to sparsebridge hits: encode with the library's encoders, search through a backend.
+"""Text queries to hits: encode with the library's encoders, search through any backend.
+
+One searcher serves every integration that starts from query texts (the pipeline connectors
+build on it).
 
 Modes: ``sparse`` (the SPLADE leg), ``hybrid`` (the SPLADE leg fused with a dense leg and/or the
 backend's BM25 leg, by the backend's ``search_hybrid_batch``) and ``bm25`` (the backend's
@@ -15,8 +18,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sparsebridge import Backend, DenseEncoder, Encoder, Fusion, HybridQuery, SearchHit, SparseVector
-from sparsebridge.backends.base import SupportsBatchSearch, SupportsHybridSearch, SupportsTextSearch
+from sparsebridge.backends import Backend, SupportsBatchSearch, SupportsHybridSearch, SupportsTextSearch
+from sparsebridge.encoder import Encoder
+from sparsebridge.encoder.dense import DenseEncoder
+from sparsebridge.query import Fusion, HybridQuery
+from sparsebridge.types import SearchHit, SparseVector
 
 __all__ = ["SearchMode", "Searcher", "check_queries", "check_setup", "hit_text"]
 
