@@ -250,7 +250,7 @@ def test_no_dense_leg_without_the_knn_plugin_and_it_says_so(opensearch_without_k
         query = HybridQuery(sparse=SparseVector.from_dict({3: 1.0}), dense=[0.1, 0.2, 0.3, 0.4])  # type: ignore[arg-type]
         with pytest.raises(BackendError, match="no k-NN plugin"):
             dense.search_hybrid_batch([query], Fusion(), k=3)
-        with pytest.raises(ValueError, match="no dense field"):
+        with pytest.raises(ValueError, match="'dense' field does not exist"):
             plain.search_hybrid_batch([query], Fusion(), k=3)
         plain.ensure_schema()
         record = Record(Document("a", "t"), SparseVector.from_dict({3: 1.0}), [1.0, 0.0, 0.0, 0.0])  # type: ignore[arg-type]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from sparsebridge.backends.base import Record
 from sparsebridge.errors import InputError
-from sparsebridge.types import SparseVector
+from sparsebridge.types import SparseVector, check_dense
 
-__all__ = ["check_dense_slots", "check_k", "check_query", "check_records"]
+__all__ = ["check_dense_queries", "check_dense_slots", "check_k", "check_query", "check_records"]
 
 
 def check_records(records: Sequence[Record]) -> None:
@@ -57,3 +60,23 @@ def check_dense_slots(records: Sequence[Record], *, size: int | None, slot: str)
                 f"document {record.document.id!r} has a {record.dense.shape[0]}-d dense vector; "
                 f"{slot} is {size}-d"
             )
+
+
+def check_dense_queries(
+    queries: Sequence[object], *, size: int | None, slot: str
+) -> list[npt.NDArray[np.float32]]:
+    """Dense query vectors checked (:func:`~sparsebridge.types.check_dense`) against the target's slot.
+
+    ``size`` is the target's dense dimension (None: no dense slot); ``slot`` names it in errors.
+
+    Raises:
+        ValueError: A vector is not a valid dense vector, the target has no dense slot, or the
+            dimensions differ.
+    """
+    checked = [check_dense(q, what="dense query") for q in queries]
+    if checked and size is None:
+        raise ValueError(f"{slot} does not exist: open the backend with dense_size=<dimension>")
+    for vector in checked:
+        if vector.shape[0] != size:
+            raise ValueError(f"dense query is {vector.shape[0]}-d; {slot} is {size}-d")
+    return checked

@@ -25,11 +25,17 @@ from sparsebridge.backends.lucene import bodies
 from sparsebridge.backends.lucene.bulk import BulkItem, ItemResult, RequestFailure, bulk_write
 from sparsebridge.backends.model_identity import MODEL_KEY
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry, classify_failure, is_retryable
-from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
+from sparsebridge.backends.validation import (
+    check_dense_queries,
+    check_dense_slots,
+    check_k,
+    check_query,
+    check_records,
+)
 from sparsebridge.errors import BackendError, SchemaMismatchError
 from sparsebridge.query.fusion import Fusion, fuse
 from sparsebridge.query.hybrid import HybridQuery, LegKind
-from sparsebridge.types import SearchHit, SparseVector, check_dense
+from sparsebridge.types import SearchHit, SparseVector
 
 __all__ = ["ClusterTarget", "Dialect", "ErrorInfo", "LuceneBackend", "Refresh", "SearchLeg", "hits_of"]
 
@@ -443,14 +449,9 @@ class LuceneBackend:
         return clause
 
     def _dense_queries(self, queries: Sequence[Any]) -> list[npt.NDArray[np.float32]]:
-        checked = [check_dense(q, what="dense query") for q in queries]
-        if checked and self.dense_size is None:
-            raise ValueError(
-                f"the {self.name} backend has no dense field: open it with dense_size=<dimension>"
-            )
-        for vector in checked:
-            if vector.shape[0] != self.dense_size:
-                raise ValueError(f"dense query is {vector.shape[0]}-d; the index's is {self.dense_size}-d")
+        checked = check_dense_queries(
+            queries, size=self.dense_size, slot=f"the {self.name} index's {self.dense_field!r} field"
+        )
         if checked:
             self.dialect.require_dense_support(self)
         return checked

@@ -35,11 +35,17 @@ from sparsebridge.backends.qdrant.bodies import (
     sparse_request,
 )
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry, classify_failure, is_retryable
-from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
+from sparsebridge.backends.validation import (
+    check_dense_queries,
+    check_dense_slots,
+    check_k,
+    check_query,
+    check_records,
+)
 from sparsebridge.errors import BackendError, SchemaMismatchError
 from sparsebridge.query.fusion import Fusion
 from sparsebridge.query.hybrid import HybridQuery
-from sparsebridge.types import SearchHit, SparseVector, check_dense
+from sparsebridge.types import SearchHit, SparseVector
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -352,8 +358,7 @@ class QdrantBackend:
     ) -> list[list[SearchHit]]:
         """Top-``k`` hits for each dense query by cosine similarity, in one round trip."""
         check_k(k)
-        checked = [check_dense(q, what="dense query") for q in queries]
-        self._require_dense(checked)
+        checked = self._require_dense(queries)
         return self._batch(
             "dense search", [dense_request(q, using=self.dense_name, limit=k) for q in checked]
         )
@@ -377,14 +382,9 @@ class QdrantBackend:
         plan = plan_hybrid(queries, fusion, k=k, sparse_name=self.vector_name, dense_name=self.dense_name)
         return plan.finish(self._batch("hybrid search", plan.requests))
 
-    def _require_dense(self, vectors: Sequence[npt.NDArray[np.float32]]) -> None:
-        for vector in vectors:
-            if self.dense_size is None:
-                raise ValueError("this backend has no dense vector: open it with dense_size=<dimension>")
-            if vector.shape[0] != self.dense_size:
-                raise ValueError(
-                    f"dense query is {vector.shape[0]}-d; the collection's is {self.dense_size}-d"
-                )
+    def _require_dense(self, vectors: Sequence[object]) -> list[npt.NDArray[np.float32]]:
+        slot = f"the collection's {self.dense_name!r} vector"
+        return check_dense_queries(vectors, size=self.dense_size, slot=slot)
 
     def _batch(self, what: str, requests: list[Any]) -> list[list[SearchHit]]:
         if not requests:

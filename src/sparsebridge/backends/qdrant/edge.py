@@ -35,11 +35,17 @@ import numpy.typing as npt
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
 from sparsebridge.backends.model_identity import MODEL_KEY
 from sparsebridge.backends.qdrant.bodies import Leg, LegVector, NativeFusion, WithPayload, plan_hybrid
-from sparsebridge.backends.validation import check_dense_slots, check_k, check_query, check_records
+from sparsebridge.backends.validation import (
+    check_dense_queries,
+    check_dense_slots,
+    check_k,
+    check_query,
+    check_records,
+)
 from sparsebridge.errors import BackendError, BackendUnavailableError, MissingExtraError, SchemaMismatchError
 from sparsebridge.query.fusion import Fusion, FusionMethod
 from sparsebridge.query.hybrid import HybridQuery
-from sparsebridge.types import SearchHit, SparseVector, check_dense
+from sparsebridge.types import SearchHit, SparseVector
 
 __all__ = ["QdrantEdgeBackend", "QdrantEdgeTarget", "lock_holder"]
 
@@ -362,8 +368,7 @@ class QdrantEdgeBackend:
     ) -> list[list[SearchHit]]:
         """Top-``k`` hits for each dense query by cosine similarity, planned as one batch."""
         check_k(k)
-        checked = [check_dense(q, what="dense query") for q in queries]
-        self._require_dense(checked)
+        checked = self._require_dense(queries)
         return self._batch(
             "dense search",
             [EDGE.nearest(q, using=self.dense_name, limit=k, with_payload=True) for q in checked],
@@ -388,14 +393,9 @@ class QdrantEdgeBackend:
         )
         return plan.finish(self._batch("hybrid search", plan.requests))
 
-    def _require_dense(self, vectors: Sequence[npt.NDArray[np.float32]]) -> None:
-        for vector in vectors:
-            if self.dense_size is None:
-                raise ValueError("this backend has no dense vector: open it with dense_size=<dimension>")
-            if vector.shape[0] != self.dense_size:
-                raise ValueError(
-                    f"dense query is {vector.shape[0]}-d; the collection's is {self.dense_size}-d"
-                )
+    def _require_dense(self, vectors: Sequence[object]) -> list[npt.NDArray[np.float32]]:
+        slot = f"the collection's {self.dense_name!r} vector"
+        return check_dense_queries(vectors, size=self.dense_size, slot=slot)
 
     def _batch(self, what: str, requests: list[Any]) -> list[list[SearchHit]]:
         if not requests:
