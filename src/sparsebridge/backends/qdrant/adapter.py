@@ -29,6 +29,7 @@ import numpy.typing as npt
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
 from sparsebridge.backends.model_identity import MODEL_KEY
 from sparsebridge.backends.qdrant.bodies import (
+    check_vector_names,
     dense_request,
     plan_hybrid,
     qdrant_client_module,
@@ -155,10 +156,7 @@ class QdrantBackend:
         retry: RetryPolicy | None = None,
         client: QdrantClient | None = None,
     ) -> None:
-        if not vector_name or not dense_name or vector_name == dense_name:
-            raise ValueError("vector_name and dense_name must be distinct non-empty names")
-        if dense_size is not None and dense_size <= 0:
-            raise ValueError("dense_size must be positive")
+        check_vector_names(vector_name, dense_name, dense_size)
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
         self.target = target

@@ -43,6 +43,7 @@ __all__ = [
     "LegVector",
     "NativeFusion",
     "WithPayload",
+    "check_vector_names",
     "dense_request",
     "hybrid_legs",
     "hybrid_request",
@@ -58,6 +59,20 @@ __all__ = [
 LegVector = SparseVector | npt.NDArray[np.float32]
 Leg = tuple[LegVector, str]  # a query vector and the name of the stored vector it searches
 WithPayload = bool | list[str]
+
+
+def check_vector_names(vector_name: str, dense_name: str, dense_size: int | None) -> None:
+    """The collection's vector slots, as both Qdrant adapters take them (checked before any I/O).
+
+    Raises:
+        ValueError: The names are empty or equal, or ``dense_size`` is not a positive integer.
+    """
+    if not vector_name or not dense_name or vector_name == dense_name:
+        raise ValueError("vector_name and dense_name must be distinct non-empty names")
+    if dense_size is not None and (
+        isinstance(dense_size, bool) or not isinstance(dense_size, int) or dense_size <= 0
+    ):
+        raise ValueError(f"dense_size must be a positive integer, got {dense_size!r}")
 
 
 def qdrant_client_module() -> Any:

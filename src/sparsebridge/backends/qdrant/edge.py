@@ -34,7 +34,14 @@ import numpy.typing as npt
 
 from sparsebridge.backends.base import Record, WriteStats, point_id, stored_payload
 from sparsebridge.backends.model_identity import MODEL_KEY
-from sparsebridge.backends.qdrant.bodies import Leg, LegVector, NativeFusion, WithPayload, plan_hybrid
+from sparsebridge.backends.qdrant.bodies import (
+    Leg,
+    LegVector,
+    NativeFusion,
+    WithPayload,
+    check_vector_names,
+    plan_hybrid,
+)
 from sparsebridge.backends.validation import (
     check_dense_queries,
     check_dense_slots,
@@ -191,12 +198,7 @@ class QdrantEdgeBackend:
         dense_size: int | None = None,
         dense_name: str = "dense",
     ) -> None:
-        if not vector_name or not dense_name or vector_name == dense_name:
-            raise ValueError("vector_name and dense_name must be distinct non-empty names")
-        if dense_size is not None and (
-            isinstance(dense_size, bool) or not isinstance(dense_size, int) or dense_size <= 0
-        ):
-            raise ValueError(f"dense_size must be a positive integer, got {dense_size!r}")
+        check_vector_names(vector_name, dense_name, dense_size)
         self.target = target
         self.vector_name = vector_name
         self.idf = idf
