@@ -34,6 +34,7 @@ from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.errors import InputError
 from sparsebridge.eval.beir import BeirDataset
 from sparsebridge.eval.metrics import METRICS, evaluate
+from sparsebridge.ingest import ingest
 from sparsebridge.query.fusion import Fusion, fuse
 from sparsebridge.query.hybrid import HybridQuery
 from sparsebridge.types import SearchHit
@@ -164,8 +165,6 @@ def run_eval(
     Raises:
         InputError: The target already holds documents (nothing is written).
     """
-    from sparsebridge.ingest import ingest
-
     backend.ensure_schema()
     held = backend.count()
     if held:
