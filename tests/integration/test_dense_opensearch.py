@@ -34,6 +34,10 @@ DATASET = Path(__file__).parents[1] / "data" / "minibeir"
 CANDIDATES = 20
 COSINE_TOLERANCE = 1e-5  # float32 vectors, and the engine's (1 + cos) / 2 mapped back to cos
 METRIC_BOUND = 0.01  # sparse and hybrid: rank_features keeps 9 significant bits (near-ties may swap)
+# The same knn query can score a document a few float32 ulps apart from one call to the next (seen
+# on 3.5.0 under Java 25: the vectorized dot product sums in another order once the JIT compiles
+# it), so a fused score is compared within this bound; a wrong fusion is off by far more.
+FUSED_TOLERANCE = 1e-4
 
 
 def unique(prefix: str) -> str:
@@ -188,9 +192,20 @@ def test_sparse_dense_bm25_hybrid_is_client_side_fusion_of_the_live_legs(
     for query, hits, s, d, t in zip(queries, got, sparse, dense_leg, bm25, strict=True):
         assert s and d and t
         want = fuse([s, d, t], fusion, limit=30)
-        assert [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in want]
+        assert_same_fused_hits(hits, want)
         exact_dense = exact.exact_legs(query, text_leg=t)[1]  # the dense leg is the exact one
         assert {h.id for h in d} == {h.id for h in exact_dense}
+
+
+def assert_same_fused_hits(got: list[SearchHit], want: list[SearchHit]) -> None:
+    """The same hits with the same scores, within ``FUSED_TOLERANCE``: hits may trade places only
+    where their scores are that close, and a hit missing from ``want`` only at its cut."""
+    assert len(got) == len(want)
+    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=FUSED_TOLERANCE)
+    wanted = {h.id: h.score for h in want}
+    for hit in got:
+        reference = wanted.get(hit.id, want[-1].score)
+        assert hit.score == pytest.approx(reference, abs=FUSED_TOLERANCE), hit.id
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
