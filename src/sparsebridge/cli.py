@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         "--engine",
         choices=["local", "ray"],
         default="local",
-        help="local: this process (threads); ray: a Ray cluster (pip install 'sparsebridge[ray]')",
+        help="local: this process (threads); ray: a Ray cluster (the [ray] extra)",
     )
     ingest.add_argument(
         "--ray-address", help="Ray: the cluster to join (default: RAY_ADDRESS, else a local one)"

@@ -66,7 +66,10 @@ class MissingExtraError(SparsebridgeError, ImportError):
     """An optional dependency is missing; the message says which extra to install."""
 
     def __init__(self, package: str, extra: str) -> None:
-        super().__init__(f"{package} is not installed: pip install 'sparsebridge[{extra}]'")
+        super().__init__(
+            f"{package} is not installed: it comes with sparsebridge's [{extra}] extra "
+            f"(pip install '.[{extra}]' in a clone of sparsebridge)"
+        )
         self.package = package
         self.extra = extra
 

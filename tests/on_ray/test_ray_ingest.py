@@ -334,4 +334,4 @@ def test_without_ray_the_module_names_the_extra() -> None:
     code = "import sys; sys.modules['ray'] = None\nimport sparsebridge.ingest.ray"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "MissingExtraError" in result.stderr and "pip install 'sparsebridge[ray]'" in result.stderr
+    assert "MissingExtraError" in result.stderr and "pip install '.[ray]'" in result.stderr
