@@ -23,8 +23,9 @@ same run number make harmless (the engine keeps one copy). At the end the driver
 ``RUN_DIR/dead_letter.jsonl`` (in input order, as :func:`~sparsebridge.ingest.ingest` does) and
 marks the checkpoint done.
 
-A Dataset has no input positions: its dead letters carry position -1, and ids repeated inside
-it are not detected (the last write of an id wins).
+A Dataset has no input positions: its dead letters carry position -1, and an id on several of its
+rows is a ``duplicate_id`` dead letter on each of them (a pass over the Dataset's ids before the
+run finds them; the driver holds every id once, as ingest() does).
 """
 
 from __future__ import annotations
@@ -427,9 +428,14 @@ def _read(
     metadata_fields: Sequence[str] | None,
 ) -> Any:
     if source is None:
+        fields = (id_field, text_field, metadata_fields)
         return data.map_batches(
             _check_rows,
-            fn_kwargs={"fields": (id_field, text_field, metadata_fields), "done": ray.put(previous.keys)},
+            fn_kwargs={
+                "fields": fields,
+                "done": ray.put(previous.keys),
+                "repeated": ray.put(_repeated_ids(data, fields)),
+            },
             batch_format="pyarrow",
             batch_size=batch_size,
             num_cpus=0,
@@ -473,17 +479,51 @@ class _SourceDatasource(Datasource):
         return [ReadTask(read, BlockMetadata(None, None, None, None))]
 
 
-def _check_rows(table: pa.Table, fields: tuple[str, str, Sequence[str] | None], done: Any) -> pa.Table:
+_FieldNames = tuple[str, str, Sequence[str] | None]
+
+
+def _repeated_ids(data: Any, fields: _FieldNames) -> dict[str, int]:
+    """The ids that more than one row of a Dataset carries, and on how many rows.
+
+    A pass over the Dataset before the run: the rows are checked in parallel by the sources' rules
+    and only their ids come to the driver, which keeps every id once (as ingest() does).
+    """
+    ids = data.map_batches(_ids_of, fn_kwargs={"fields": fields}, batch_format="pyarrow", num_cpus=0)
+    seen: set[str] = set()
+    repeated: dict[str, int] = {}
+    for batch in ids.iter_batches(batch_format="pyarrow", batch_size=65_536):
+        for id_ in batch.column("id").to_pylist():
+            if id_ in seen:
+                repeated[id_] = repeated.get(id_, 1) + 1
+            else:
+                seen.add(id_)
+    return repeated
+
+
+def _ids_of(table: pa.Table, fields: _FieldNames) -> pa.Table:
+    """The ids of the rows that are documents by the sources' rules."""
+    items = DictSource(table.to_pylist(), *fields, name="<dataset>").items()
+    ids = [item.id for item in items if not isinstance(item, BadInput)]
+    return pa.table({"id": pa.array(ids, pa.string())})
+
+
+def _check_rows(table: pa.Table, fields: _FieldNames, done: Any, repeated: Any) -> pa.Table:
     """Rows of a Dataset as one batch of documents and dead letters (the sources' rules, no positions).
 
-    Keys: ``id:`` and the id for a document, ``row:`` and a digest of the row for bad input.
+    Every row of an id that ``repeated`` counts is a ``duplicate_id`` dead letter: a Dataset has
+    no input order that says which of them comes first. Keys: ``id:`` and the id for a document,
+    ``row:`` and a digest of the row for a dead letter.
     """
     done_keys: Set[str] = ray.get(done) if isinstance(done, ray.ObjectRef) else done
-    id_field, text_field, metadata_fields = fields
+    repeats: Mapping[str, int] = ray.get(repeated) if isinstance(repeated, ray.ObjectRef) else repeated
     rows = table.to_pylist()
     work = _Work(Batch(seq=0, end=0), [], [])
-    items = DictSource(rows, id_field, text_field, metadata_fields, name="<dataset>").items()
+    items = DictSource(rows, *fields, name="<dataset>").items()
     for row, item in zip(rows, items, strict=True):
+        if not isinstance(item, BadInput) and item.id in repeats:
+            count = repeats[item.id]
+            reason = f"id {item.id!r} is on {count} rows of the Dataset (which one comes first is unknown)"
+            item = BadInput("duplicate_id", reason, item.id)
         if isinstance(item, BadInput):
             key = _row_key(row)
             if key not in done_keys:
