@@ -167,3 +167,49 @@ def test_bf16_on_cpu_is_close_to_fp32(
     bf16 = Encoder.load(splade_tiny_path, device="cpu", dtype=torch.bfloat16)
     assert bf16.uses_fast_path
     assert_bf16_close_to_fp32(bf16, encoder, corpus, queries)
+
+
+def _architectures(splade_tiny_path: str) -> dict[str, object]:
+    """Sparse encoders of other shapes, built from the bundled weights (seeded where new layers are)."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from sentence_transformers.sparse_encoder.modules import (
+        Router,
+        SparseAutoEncoder,
+        SparseStaticEmbedding,
+        SpladePooling,
+        Transformer,
+    )
+
+    from sparsebridge.encoder.models import resolve_model
+
+    def mlm() -> Transformer:
+        return Transformer(splade_tiny_path, transformer_task="fill-mask")
+
+    torch.manual_seed(0)
+    minilm = Transformer(resolve_model("minilm"))
+    body = mlm()
+    static = SparseStaticEmbedding(body.tokenizer, weight=torch.rand(body.tokenizer.vocab_size))
+    modules = {
+        "relu-max": [mlm(), SpladePooling("max", activation_function="relu")],
+        "sum-pooling": [mlm(), SpladePooling("sum")],
+        "inference-free-router": [Router.for_query_document([static], [body, SpladePooling("max")])],
+        "csr-on-a-dense-model": [
+            minilm,
+            Pooling(minilm.get_embedding_dimension(), "mean"),
+            SparseAutoEncoder(input_dim=384, hidden_dim=1536, k=32, k_aux=64),
+        ],
+    }
+    return {name: SparseEncoder(modules=m, device="cpu") for name, m in modules.items()}
+
+
+def test_parity_on_other_architectures(splade_tiny_path: str, corpus: list[tuple[str, str]]) -> None:
+    """Max pooling over ReLU logits takes the fast path; the rest (sum pooling, an inference-free
+    query side, a sparse autoencoder over a dense model) the generic one: all equal the model's own."""
+    texts = [text for _, text in corpus[:24]] + ["a", "Longer text " * 20] + SAME_LENGTH[:4]
+    for name, model in _architectures(splade_tiny_path).items():
+        encoder = Encoder(model)  # type: ignore[arg-type]
+        assert encoder.uses_fast_path == (name == "relu-max"), name
+        for query, top_k in ((False, None), (True, 8)):
+            encode = encoder.encode_queries if query else encoder.encode_documents
+            assert_same(encode(texts, top_k=top_k), reference(encoder, texts, query=query, top_k=top_k))
