@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from sparsebridge.backends import (
@@ -72,6 +74,21 @@ def test_point_ids_are_deterministic_uuids() -> None:
     assert point_id("doc-1") == point_id("doc-1")
     assert point_id("doc-1") != point_id("doc-2")
     assert len(point_id("x")) == 36
+
+
+@pytest.mark.parametrize("document_id", ["doc-1", "", "x" * 1000, "ünïcödé ✓ 文档", "a/b?c=d&e", "\x00\n"])
+def test_point_ids_are_uuid5_of_the_document_id(document_id: str) -> None:
+    namespace = uuid.UUID("6f0c7a52-3c1e-4b8e-9a4e-2f6d1b7c9e10")  # stored ids depend on it: never change
+    assert point_id(document_id) == str(uuid.uuid5(namespace, document_id))
+
+
+def test_point_id_is_pinned() -> None:
+    assert point_id("doc-1") == "72a57f8e-edff-557c-9cfc-32be678d5b1e"
+
+
+def test_point_id_refuses_what_uuid5_refuses() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        point_id("\udcff")  # a lone surrogate has no UTF-8 form
 
 
 @pytest.mark.parametrize(

@@ -292,18 +292,25 @@ class QdrantEdgeBackend:
         """Create the shard, or open it and check that it holds our vectors (else SchemaMismatchError)."""
         self._open(create=True)
 
-    def _points(self, records: Sequence[Record], version: int | None) -> list[Any]:
+    def _points(self, records: Sequence[Record], ids: Sequence[str], version: int | None) -> list[Any]:
+        """The engine's point objects for ``records`` (stored under ``ids``), tagged with ``version``.
+
+        Most of the time goes into the engine's own conversions (lists into vectors, the payload
+        into its JSON form), so the loop does nothing per record beyond those calls.
+        """
         qe = qdrant_edge_module()
+        make_point, make_sparse = qe.Point, qe.SparseVector
+        sparse_name, dense_name = self.vector_name, self.dense_name
         run = {} if version is None else {"run": version}
         points = []
-        for record in records:
-            sparse = qe.SparseVector(record.vector.indices.tolist(), record.vector.values.tolist())
-            vector: dict[str, Any] = {self.vector_name: sparse}
+        for record, id_ in zip(records, ids, strict=True):
+            sparse = record.vector
+            vector: dict[str, Any] = {
+                sparse_name: make_sparse(sparse.indices.tolist(), sparse.values.tolist())
+            }
             if record.dense is not None:
-                vector[self.dense_name] = record.dense.tolist()
-            points.append(
-                qe.Point(point_id(record.document.id), vector, stored_payload(record.document) | run)
-            )
+                vector[dense_name] = record.dense.tolist()
+            points.append(make_point(id_, vector, stored_payload(record.document) | run))
         return points
 
     def write(self, records: Sequence[Record]) -> WriteStats:
@@ -322,17 +329,19 @@ class QdrantEdgeBackend:
         stale = 0
         with self._writes:
             for version in dict.fromkeys(r.version for r in records):
-                points = self._points([r for r in records if r.version == version], version)
+                group = [r for r in records if r.version == version]
+                ids = [point_id(r.document.id) for r in group]
+                points = self._points(group, ids, version)
                 condition = None
                 if version is not None:
                     condition = _older_than(version)
-                    stale += self._newer_or_same(shard, [p.id for p in points], version)
+                    stale += self._newer_or_same(shard, ids, version)
                 self._call(
                     "upsert", shard.update, qe.UpdateOperation.upsert_points(points, condition=condition)
                 )
         return WriteStats(written=len(records) - stale, stale=stale)
 
-    def _newer_or_same(self, shard: Any, ids: list[Any], version: int) -> int:
+    def _newer_or_same(self, shard: Any, ids: list[str], version: int) -> int:
         """How many of ``ids`` are stored with a run number >= ``version`` (the upsert skips them)."""
         stored = self._call("retrieve", shard.retrieve, ids, ["run"], False)
         runs = [(p.payload or {}).get("run") for p in stored]
