@@ -314,6 +314,34 @@ def _resume_when_the_store_is_free(path: Path, target: str, run_dir: Path) -> An
             time.sleep(1)
 
 
+def test_the_cli_on_ray_into_qdrant_edge_optimizes_the_shard_it_wrote(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "docs.jsonl"
+    lines = [json.dumps({"id": f"e{i}", "text": f"river planet {i}"}) for i in range(40)]
+    path.write_text("\n".join(lines) + "\n")
+    target = f"qdrant+edge://{tmp_path}/edge/docs"
+    args = ["ingest", "--engine", "ray", "--ray-address", ray_cluster, "--model", "splade-tiny"]
+    args += ["--input", str(path), "--to", target, "--run-dir", str(tmp_path / "run"), "--batch-size", "16"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "sparsebridge.cli", *args, "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "optimized the shard's segments" in done.stderr  # the writer actor had let go of the shard
+    backend = open_backend(target)
+    try:
+        assert backend.count() == 40
+    finally:
+        backend.close()
+
+
 def test_a_writer_refuses_a_target_written_by_another_model_before_writing(
     encoder: Any, tmp_path: Path
 ) -> None:
