@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,20 +28,11 @@ __all__ = [
 
 # Fixed namespace: the same document id gives the same point id in every run and on every machine.
 _ID_NAMESPACE = uuid.UUID("6f0c7a52-3c1e-4b8e-9a4e-2f6d1b7c9e10")
-_ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 
 
 def point_id(document_id: str) -> str:
-    """Deterministic UUID for a user's document id (the original id is kept in the payload).
-
-    ``str(uuid.uuid5(namespace, document_id))``, spelled out: it is computed for every record
-    written, and building the ``uuid.UUID`` object costs more than the hash.
-    """
-    digest = bytearray(hashlib.sha1(_ID_NAMESPACE_BYTES + document_id.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """Deterministic UUID for a user's document id (the original id is kept in the payload)."""
+    return str(uuid.uuid5(_ID_NAMESPACE, document_id))
 
 
 @dataclass(frozen=True, eq=False)
