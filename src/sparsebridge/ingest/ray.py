@@ -440,14 +440,19 @@ def _read(
             batch_size=batch_size,
             num_cpus=0,
         )
-    # One read task; its output is cut into one block per row (per batch), so that the actors
-    # share the batches instead of one actor taking a whole 128 MiB block of them.
+    # One read task; each block it outputs is cut into up to _SPLIT pieces (one row, one batch,
+    # each), so that the actors share the batches instead of one actor taking a whole 128 MiB
+    # block of them.
     return ray.data.read_datasource(
-        _SourceDatasource(source, batch_size, previous.keys), num_cpus=0, override_num_blocks=_MAX_BLOCKS
+        _SourceDatasource(source, batch_size, previous.keys), num_cpus=0, override_num_blocks=_SPLIT
     )
 
 
-_MAX_BLOCKS = 1 << 30
+# Ray computes the sizes of a block's pieces in a Python list as long as this (per block), so it
+# must stay small: 2**30 took ~45 s and ~8 GiB per block on a 2-core VM before the first batch
+# went out. A 128 MiB block holds fewer rows than this unless a batch pickles to under 2 KiB;
+# then a piece holds a few batches.
+_SPLIT = 1 << 16
 
 
 class _SourceDatasource(Datasource):
