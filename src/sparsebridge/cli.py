@@ -409,17 +409,14 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    """One run in a locked run dir; ``--stats-json`` is written whether it succeeds or not."""
-    from sparsebridge.ingest.checkpoint import RunDirLock
-
+    """One run (which locks its run dir); ``--stats-json`` is written whether it succeeds or not."""
     live: list[Any] = []  # the run's live stats, once it started
     try:
         if args.max_dead_letter_fraction > 1:
             raise ValueError("--max-dead-letter-fraction must be at most 1")
         if not args.input.exists():
             raise InputError("input file does not exist", source=str(args.input))
-        with RunDirLock(_run_dir(args)):
-            return _run_ingest(args, live)
+        return _run_ingest(args, live)
     except BaseException as e:
         if args.stats_json is not None:
             stats = live[0].to_json() if live else {}

@@ -33,7 +33,7 @@ from sparsebridge.ingest import (
     ingest,
     open_source,
 )
-from sparsebridge.ingest.checkpoint import DeadLetter, DeadLetterFile
+from sparsebridge.ingest.checkpoint import DeadLetter, DeadLetterFile, RunDirLock
 from sparsebridge.ingest.pipeline import SHORT_SWITCH_INTERVAL_S
 from sparsebridge.ingest.stages import Batch, encode_batch, read_batches, write_batch
 from sparsebridge.types import Document, SparseVector
@@ -218,6 +218,18 @@ def test_a_new_run_in_the_same_dir_gets_a_higher_run_number(encoder: Any, tmp_pa
     second = ingest(_docs(5), encoder=encoder, backend=memory, run_dir=tmp_path)
     assert first.run_number == 10**15 and second.run_number == 10**15 + 1
     assert second.written == 5
+
+
+def test_a_run_holds_its_run_dir_and_a_second_one_is_refused(encoder: Any, tmp_path: Path) -> None:
+    memory = MemoryBackend()
+    with RunDirLock(tmp_path / "run"):  # another run, here in this process: flock is per open file
+        with pytest.raises(InputError, match="another run is using this run directory"):
+            ingest(_docs(5), encoder=encoder, backend=memory, run_dir=tmp_path / "run")
+    assert memory.count() == 0 and not (tmp_path / "run" / "checkpoint.json").exists()
+    stats = ingest(_docs(5), encoder=encoder, backend=memory, run_dir=tmp_path / "run")  # released
+    assert stats.written == 5
+    with RunDirLock(tmp_path / "run"):  # the run released it when it ended
+        pass
 
 
 def test_the_dead_letter_limit_stops_the_run(encoder: Any) -> None:

@@ -59,6 +59,7 @@ from sparsebridge.ingest.checkpoint import (
     DeadLetter,
     DeadLetterFile,
     InputFingerprint,
+    RunDirLock,
     target_identity,
 )
 from sparsebridge.ingest.sources import DictSource, ItemSource
@@ -202,7 +203,8 @@ def ingest(
         on_batch: Called from the calling thread with the number of items newly done.
         dense_encoder: Also store a dense embedding of each document.
         run_dir: Where the checkpoint and the dead-letter file live (none: dead letters are kept
-            in ``IngestStats.dead_letters`` only, and the run cannot be resumed).
+            in ``IngestStats.dead_letters`` only, and the run cannot be resumed). The run holds
+            its lock throughout (:class:`~sparsebridge.ingest.checkpoint.RunDirLock`).
         resume: Continue the run whose checkpoint is in ``run_dir``, with its run number.
         run_number: The version every write carries (default: a new run takes the larger of the
             time in milliseconds and the previous run number in ``run_dir`` plus one).
@@ -228,6 +230,8 @@ def ingest(
         The counters of this run (see :class:`IngestStats`).
 
     Raises:
+        InputError: Another run holds ``run_dir`` (in this process or another), or it cannot be
+            written.
         SchemaMismatchError: The existing index or collection does not match, or records another
             model (before any encoding).
         DeadLetterLimitError: Too many dead-lettered items.
@@ -244,49 +248,50 @@ def ingest(
     _check_options(batch_size, writers, queue_batches, max_dead_letter_fraction, run_number)
     source: ItemSource = documents if isinstance(documents, ItemSource) else DictSource(documents)
     source_name = str(getattr(source, "path", "") or "")
-    checkpoint, dead_letter = open_run(run_dir, resume, run_number, source_name, describe_target(backend))
+    with run_dir_lock(run_dir):  # one run at a time in a run dir
+        checkpoint, dead_letter = open_run(run_dir, resume, run_number, source_name, describe_target(backend))
 
-    backend.ensure_schema()  # preflight: a wrong schema or another model fails before any encoding
-    check_model(backend, ModelIdentity.of(encoder), record=True, allow_mismatch=allow_model_mismatch)
+        backend.ensure_schema()  # preflight: a wrong schema or another model fails before any encoding
+        check_model(backend, ModelIdentity.of(encoder), record=True, allow_mismatch=allow_model_mismatch)
 
-    stats = IngestStats(
-        run_number=checkpoint.run_number,
-        writers=writers,
-        skipped=checkpoint.position,
-        position=checkpoint.position,
-    )
-    tracker = _Tracker(checkpoint, run_dir, dead_letter, stats, max_dead_letter_fraction)
-    if checkpoint.done:
-        logger.info("run %d is already complete; nothing to do", checkpoint.run_number)
-        tracker.close()
-        return stats
-    encode = functools.partial(
-        encode_batch,
-        encoder=encoder,
-        dense_encoder=dense_encoder,
-        top_k=top_k,
-        min_weight=min_weight,
-        run_number=checkpoint.run_number,
-    )
-    pipeline = _Pipeline(
-        tracker, encode=encode, backend=backend, writers=writers, queue_batches=queue_batches
-    )
-    batches = read_batches(
-        source,
-        batch_size=batch_size,
-        start=checkpoint.position,
-        tokens=TokenCounter.for_encoder(encoder),
-        stopped=pipeline.stopped,
-    )
-    progress = _Progress(stats, on_batch, on_progress)
-    restore = _install_signals(pipeline.stop) if handle_signals else None
-    try:
-        with _short_gil_switches if short_gil_switches else contextlib.nullcontext():
-            pipeline.run(batches, progress.tick)
-    finally:
-        if restore is not None:
-            restore()
-    return _finish(pipeline, tracker, progress)
+        stats = IngestStats(
+            run_number=checkpoint.run_number,
+            writers=writers,
+            skipped=checkpoint.position,
+            position=checkpoint.position,
+        )
+        tracker = _Tracker(checkpoint, run_dir, dead_letter, stats, max_dead_letter_fraction)
+        if checkpoint.done:
+            logger.info("run %d is already complete; nothing to do", checkpoint.run_number)
+            tracker.close()
+            return stats
+        encode = functools.partial(
+            encode_batch,
+            encoder=encoder,
+            dense_encoder=dense_encoder,
+            top_k=top_k,
+            min_weight=min_weight,
+            run_number=checkpoint.run_number,
+        )
+        pipeline = _Pipeline(
+            tracker, encode=encode, backend=backend, writers=writers, queue_batches=queue_batches
+        )
+        batches = read_batches(
+            source,
+            batch_size=batch_size,
+            start=checkpoint.position,
+            tokens=TokenCounter.for_encoder(encoder),
+            stopped=pipeline.stopped,
+        )
+        progress = _Progress(stats, on_batch, on_progress)
+        restore = _install_signals(pipeline.stop) if handle_signals else None
+        try:
+            with _short_gil_switches if short_gil_switches else contextlib.nullcontext():
+                pipeline.run(batches, progress.tick)
+        finally:
+            if restore is not None:
+                restore()
+        return _finish(pipeline, tracker, progress)
 
 
 def _check_options(
@@ -588,6 +593,11 @@ def _finish(pipeline: _Pipeline, tracker: _Tracker, progress: _Progress) -> Inge
         raise InputError("no documents")
     logger.info("run %d: %s", checkpoint.run_number, stats.summary())
     return stats
+
+
+def run_dir_lock(run_dir: Path | None) -> contextlib.AbstractContextManager[Any]:
+    """The run dir's lock (:class:`RunDirLock`) held for a whole run; nothing without a run dir."""
+    return RunDirLock(run_dir) if run_dir is not None else contextlib.nullcontext()
 
 
 def describe_target(backend: Backend) -> str:

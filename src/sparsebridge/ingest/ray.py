@@ -48,7 +48,7 @@ from sparsebridge.backends import open_backend, parse_target
 from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.errors import DeadLetterLimitError, InputError, MissingExtraError, SparsebridgeError
 from sparsebridge.ingest.checkpoint import DEAD_LETTER_NAME, Checkpoint, DeadLetter
-from sparsebridge.ingest.pipeline import IngestStats, describe_target, open_run
+from sparsebridge.ingest.pipeline import IngestStats, describe_target, open_run, run_dir_lock
 from sparsebridge.ingest.sources import BadInput, DictSource, ItemSource, open_source
 from sparsebridge.ingest.stages import Batch, TokenCounter, encode_batch, read_batches, write_batch
 from sparsebridge.types import check_pruning
@@ -171,6 +171,7 @@ def ray_ingest(
 
     Raises:
         MissingExtraError: ``ray[data]`` is not installed.
+        InputError: Another run holds ``run_dir`` (its lock), or it cannot be written.
         SchemaMismatchError: The index or collection does not match (before any encoding), or
             records another model (before any write).
         DeadLetterLimitError: Too many dead-lettered items.
@@ -192,62 +193,66 @@ def ray_ingest(
         raise ValueError("a dense model needs backend_options['dense_size'] (its dimension)")
     source, source_name = _source(data, id_field, text_field, metadata_fields)
 
-    backend = open_backend(parsed, **backend_kwargs)
-    try:
-        checkpoint, dead_letter = open_run(run_dir, resume, run_number, source_name, describe_target(backend))
-        backend.ensure_schema()  # preflight: a wrong schema fails before any encoding
-    finally:
-        backend.close()  # an embedded store admits one process: the writer actor opens it
-    if dead_letter is not None:
-        dead_letter.close()  # written whole at the end, from the journal
-    journal = run_dir / JOURNAL_DIR
-    if not resume:
-        shutil.rmtree(journal, ignore_errors=True)
-    previous = _Journal.load(journal)
-    stats = IngestStats(run_number=checkpoint.run_number, writers=options.writers, skipped=len(previous.keys))
-    if checkpoint.done:
-        logger.info("run %d is already complete; nothing to do", checkpoint.run_number)
-        stats.position = checkpoint.position
-        return stats
+    with run_dir_lock(run_dir):  # one driver at a time in a run dir
+        backend = open_backend(parsed, **backend_kwargs)
+        try:
+            target_name = describe_target(backend)
+            checkpoint, dead_letter = open_run(run_dir, resume, run_number, source_name, target_name)
+            backend.ensure_schema()  # preflight: a wrong schema fails before any encoding
+        finally:
+            backend.close()  # an embedded store admits one process: the writer actor opens it
+        if dead_letter is not None:
+            dead_letter.close()  # written whole at the end, from the journal
+        journal = run_dir / JOURNAL_DIR
+        if not resume:
+            shutil.rmtree(journal, ignore_errors=True)
+        previous = _Journal.load(journal)
+        stats = IngestStats(
+            run_number=checkpoint.run_number, writers=options.writers, skipped=len(previous.keys)
+        )
+        if checkpoint.done:
+            logger.info("run %d is already complete; nothing to do", checkpoint.run_number)
+            stats.position = checkpoint.position
+            return stats
 
-    if not ray.is_initialized():
-        ray.init()
-    session = uuid.uuid4().hex[:12]
-    started = time.perf_counter()
-    writers = _start_writers(
-        parsed.embedded, options, target, backend_kwargs, journal, session, allow_model_mismatch
-    )
-    try:
-        dataset = _read(data, source, options.rows, previous, id_field, text_field, metadata_fields)
-        models = _Models(
-            model=model,
-            dense_model=dense_model,
-            trust_remote_code=trust_remote_code,
-            top_k=top_k,
-            min_weight=min_weight,
-            run_number=checkpoint.run_number,
-            device="cuda" if options.gpus_per_actor > 0 else "cpu",
-            threads=max(1, int(options.cpus_per_actor)),
+        if not ray.is_initialized():
+            ray.init()
+        session = uuid.uuid4().hex[:12]
+        started = time.perf_counter()
+        writers = _start_writers(
+            parsed.embedded, options, target, backend_kwargs, journal, session, allow_model_mismatch
         )
-        encoded = dataset.map_batches(
-            _EncodeActor,
-            fn_constructor_kwargs={"models": models},
-            batch_size=1,  # one row: one batch of ``options.rows`` items
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=options.actors),
-            num_gpus=options.gpus_per_actor,
-            num_cpus=options.cpus_per_actor,
-        )
-        with _unwrapped():
-            encoded.write_datasink(
-                _BackendDatasink(writers), ray_remote_args={"num_cpus": 0}, concurrency=len(writers)
+        try:
+            dataset = _read(data, source, options.rows, previous, id_field, text_field, metadata_fields)
+            models = _Models(
+                model=model,
+                dense_model=dense_model,
+                trust_remote_code=trust_remote_code,
+                top_k=top_k,
+                min_weight=min_weight,
+                run_number=checkpoint.run_number,
+                device="cuda" if options.gpus_per_actor > 0 else "cpu",
+                threads=max(1, int(options.cpus_per_actor)),
             )
-            ray.get([writer.close.remote() for writer in writers])
-    finally:
-        for writer in writers:
-            ray.kill(writer)
-    stats.elapsed_s = time.perf_counter() - started
-    return _finish(run_dir, checkpoint, _Journal.load(journal), session, stats, max_dead_letter_fraction)
+            encoded = dataset.map_batches(
+                _EncodeActor,
+                fn_constructor_kwargs={"models": models},
+                batch_size=1,  # one row: one batch of ``options.rows`` items
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=options.actors),
+                num_gpus=options.gpus_per_actor,
+                num_cpus=options.cpus_per_actor,
+            )
+            with _unwrapped():
+                encoded.write_datasink(
+                    _BackendDatasink(writers), ray_remote_args={"num_cpus": 0}, concurrency=len(writers)
+                )
+                ray.get([writer.close.remote() for writer in writers])
+        finally:
+            for writer in writers:
+                ray.kill(writer)
+        stats.elapsed_s = time.perf_counter() - started
+        return _finish(run_dir, checkpoint, _Journal.load(journal), session, stats, max_dead_letter_fraction)
 
 
 def _source(
