@@ -507,8 +507,12 @@ def _optimize(args: argparse.Namespace, backend: Any) -> None:
     if args.no_optimize or optimize is None:
         return
     started = time.perf_counter()
-    optimize()
-    print(f"optimized the shard's segments in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    changed = optimize()
+    took = time.perf_counter() - started
+    if changed:
+        print(f"optimized the shard's segments in {took:.1f} s", file=sys.stderr)
+    else:
+        print(f"the shard's segments were already optimal (checked in {took:.1f} s)", file=sys.stderr)
 
 
 def _run_ray_ingest(args: argparse.Namespace) -> int:

@@ -35,11 +35,11 @@ def test_ingest_then_search_on_the_embedded_default(tmp_path: Path) -> None:
     assert ingest.returncode == 0, ingest.stderr
     assert "wrote 24 documents to qdrant+edge://.sparsebridge/qdrant-edge/docs" in ingest.stdout
     assert "docs/s" in ingest.stderr  # the progress bar
-    assert "optimized the shard's segments" in ingest.stderr  # a completed run into Qdrant Edge
+    assert "the shard's segments were already optimal" in ingest.stderr  # checked: a small shard
     options = ("--no-progress", "--no-optimize")
     again = run("ingest", "--model", "splade-tiny", "--input", str(SAMPLE), *options, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "optimized" not in again.stderr
+    assert "shard's segments" not in again.stderr
     search = run("search", "--model", "splade-tiny", "which planet is red", "-k", "3", cwd=tmp_path)
     assert search.returncode == 0, search.stderr
     lines = search.stdout.strip().splitlines()

@@ -334,7 +334,7 @@ def test_the_cli_on_ray_into_qdrant_edge_optimizes_the_shard_it_wrote(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "optimized the shard's segments" in done.stderr  # the writer actor had let go of the shard
+    assert "the shard's segments were already optimal" in done.stderr  # the writer had let go of it
     backend = open_backend(target)
     try:
         assert backend.count() == 40

@@ -222,9 +222,9 @@ def test_a_new_run_in_the_same_dir_gets_a_higher_run_number(encoder: Any, tmp_pa
 
 def test_a_run_holds_its_run_dir_and_a_second_one_is_refused(encoder: Any, tmp_path: Path) -> None:
     memory = MemoryBackend()
-    with RunDirLock(tmp_path / "run"):  # another run, here in this process: flock is per open file
-        with pytest.raises(InputError, match="another run is using this run directory"):
-            ingest(_docs(5), encoder=encoder, backend=memory, run_dir=tmp_path / "run")
+    busy = pytest.raises(InputError, match="another run is using this run directory")
+    with RunDirLock(tmp_path / "run"), busy:  # another run, here in this process: flock is per open file
+        ingest(_docs(5), encoder=encoder, backend=memory, run_dir=tmp_path / "run")
     assert memory.count() == 0 and not (tmp_path / "run" / "checkpoint.json").exists()
     stats = ingest(_docs(5), encoder=encoder, backend=memory, run_dir=tmp_path / "run")  # released
     assert stats.written == 5
