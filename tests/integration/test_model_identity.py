@@ -8,6 +8,7 @@ that differs in one token.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -73,6 +74,32 @@ def test_the_identity_is_the_vocabulary_and_the_name(encoder: Any, minilm: Model
     vocab = list(encoder.vocab)
     vocab[1000] = "[changed]"
     assert ModelIdentity.of(_Named(encoder.model_name, vocab)) != mine
+
+
+def test_the_same_files_at_another_path_are_the_same_model_and_retrained_ones_are_not(
+    encoder: Any, tmp_path: Path
+) -> None:
+    mine = ModelIdentity.of(encoder)
+    vocab = list(encoder.vocab)
+    assert mine is not None and mine.files_sha256 is not None
+    copy = tmp_path / "moved"  # another install, another venv, another Ray node
+    shutil.copytree(encoder.model_name, copy)
+    (copy / "README.md").write_text("a new model card\n")  # not part of the model
+    moved = ModelIdentity.of(_Named(str(copy), vocab))
+    assert moved is not None and moved.model != mine.model and moved.matches(mine)
+    memory = MemoryBackend()
+    memory.store_model(mine.to_json())
+    check_model(memory, moved, record=False)  # accepted
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    retrained = ModelIdentity.of(_Named(str(copy), vocab))
+    assert retrained is not None and not retrained.matches(mine)
+    with pytest.raises(SchemaMismatchError, match="files sha256"):
+        check_model(memory, retrained, record=False)
+    recorded_by_name = {k: v for k, v in mine.to_json().items() if k != "files_sha256"}
+    assert ModelIdentity.from_json(recorded_by_name).matches(mine)  # recorded without files: the name
 
 
 def test_embedded_qdrant_records_the_model_and_refuses_another(

@@ -18,11 +18,12 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from sparsebridge.errors import SchemaMismatchError
 
-__all__ = ["MODEL_KEY", "ModelIdentity", "SupportsModelIdentity", "check_model"]
+__all__ = ["MODEL_KEY", "ModelIdentity", "SupportsModelIdentity", "check_model", "files_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,12 @@ MODEL_KEY = "sparsebridge_model"
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """A model's name (or resolved local path), its vocabulary size and the SHA-256 of its vocabulary.
+    """A model's name (or resolved local path), its vocabulary size and the SHA-256 of its vocabulary;
+    for a model loaded from a directory, also a fingerprint of its files (:func:`files_sha256`).
+
+    Two identities match (:meth:`matches`) when their vocabularies are the same and, where both
+    have a files fingerprint, the fingerprints are the same (the same files at another path, or on
+    another node, are the same model); otherwise when their names are the same.
 
     Example:
         >>> str(ModelIdentity("naver/splade-v3", 30522, "ab" * 32))
@@ -41,6 +47,7 @@ class ModelIdentity:
     model: str
     vocab_size: int
     vocab_sha256: str
+    files_sha256: str | None = None
 
     @classmethod
     def of(cls, encoder: Any) -> ModelIdentity | None:
@@ -51,25 +58,70 @@ class ModelIdentity:
         if not (hasattr(encoder, "model_name") and hasattr(encoder, "vocab")):
             return None
         name = str(encoder.model_name)
+        files = None
         if os.path.isdir(name):
             name = os.path.realpath(name)
+            files = files_sha256(name)
         vocab = list(encoder.vocab)
         digest = hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
-        return cls(name, len(vocab), digest)
+        return cls(name, len(vocab), digest, files)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelIdentity:
         """Read a recorded identity (missing fields read as unknown, so they never match)."""
+        files = data.get("files_sha256")
         return cls(
-            str(data.get("model", "?")), int(data.get("vocab_size", -1)), str(data.get("vocab_sha256", ""))
+            str(data.get("model", "?")),
+            int(data.get("vocab_size", -1)),
+            str(data.get("vocab_sha256", "")),
+            None if files is None else str(files),
         )
 
     def to_json(self) -> dict[str, Any]:
         """As recorded with the target."""
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def matches(self, other: ModelIdentity) -> bool:
+        """Whether vectors of ``other`` and of this model are comparable (see the class)."""
+        if (self.vocab_size, self.vocab_sha256) != (other.vocab_size, other.vocab_sha256):
+            return False
+        if self.files_sha256 is not None and other.files_sha256 is not None:
+            return self.files_sha256 == other.files_sha256
+        return self.model == other.model
 
     def __str__(self) -> str:
-        return f"{self.model} (vocabulary of {self.vocab_size} tokens, sha256 {self.vocab_sha256[:12]}...)"
+        files = "" if self.files_sha256 is None else f", files sha256 {self.files_sha256[:12]}..."
+        return (
+            f"{self.model} (vocabulary of {self.vocab_size} tokens, "
+            f"sha256 {self.vocab_sha256[:12]}...{files})"
+        )
+
+
+_SAMPLE = 1 << 20
+
+
+def files_sha256(directory: str) -> str:
+    """SHA-256 over a model directory's files: each one's relative path, size and bytes (of a file
+    over 3 MiB, its first, middle and last MiB, which differ between any two trainings).
+
+    Markdown (model cards) and hidden paths are left out: they do not change the vectors.
+    """
+    root = Path(directory)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root)
+        if path.suffix == ".md" or any(part.startswith(".") for part in relative.parts):
+            continue
+        size = path.stat().st_size
+        digest.update(f"{relative.as_posix()}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            if size <= 3 * _SAMPLE:
+                digest.update(handle.read())
+                continue
+            for offset in (0, (size - _SAMPLE) // 2, size - _SAMPLE):
+                handle.seek(offset)
+                digest.update(handle.read(_SAMPLE))
+    return digest.hexdigest()
 
 
 @runtime_checkable
@@ -109,7 +161,7 @@ def check_model(
             backend.store_model(identity.to_json())
         return
     recorded = ModelIdentity.from_json(stored)
-    if recorded == identity:
+    if recorded.matches(identity):
         return
     message = f"the target was written with model {recorded}, not with {identity}"
     if allow_mismatch:
