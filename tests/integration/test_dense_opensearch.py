@@ -35,8 +35,9 @@ CANDIDATES = 20
 COSINE_TOLERANCE = 1e-5  # float32 vectors, and the engine's (1 + cos) / 2 mapped back to cos
 METRIC_BOUND = 0.01  # sparse and hybrid: rank_features keeps 9 significant bits (near-ties may swap)
 # The same knn query can score a document a few float32 ulps apart from one call to the next (seen
-# on 3.5.0 under Java 25: the vectorized dot product sums in another order once the JIT compiles
-# it), so a fused score is compared within this bound; a wrong fusion is off by far more.
+# on 3.5.0 under Java 25; most likely the vectorized dot product summing in another order once the
+# JIT has compiled it), so a fused score is compared within this bound; a wrong fusion is off by
+# far more.
 FUSED_TOLERANCE = 1e-4
 
 
