@@ -21,6 +21,7 @@ from sparsebridge.backends.base import (
     SupportsBatchSearch,
     SupportsDenseSearch,
     SupportsHybridSearch,
+    SupportsOptimize,
     SupportsTextSearch,
     point_id,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "SupportsBatchSearch",
     "SupportsDenseSearch",
     "SupportsHybridSearch",
+    "SupportsOptimize",
     "SupportsTextSearch",
     "Target",
     "open_backend",

@@ -20,6 +20,7 @@ __all__ = [
     "SupportsBatchSearch",
     "SupportsDenseSearch",
     "SupportsHybridSearch",
+    "SupportsOptimize",
     "SupportsTextSearch",
     "WriteStats",
     "point_id",
@@ -83,6 +84,9 @@ def stored_payload(document: Document) -> dict[str, Any]:
 @runtime_checkable
 class Backend(Protocol):
     """A place sparse vectors are written to and searched in.
+
+    Every backend of this package is also a context manager (``with open_backend(uri) as b:``
+    closes it when the block ends).
 
     Writes are upserts keyed by the document id, so rewriting the same ids is idempotent.
     Implementations validate everything they can before any network call.
@@ -160,4 +164,13 @@ class SupportsHybridSearch(Protocol):
         self, queries: Sequence[HybridQuery], fusion: Fusion, *, k: int = 10
     ) -> list[list[SearchHit]]:
         """Fused top-``k`` hits for each hybrid query, best first."""
+        ...
+
+
+@runtime_checkable
+class SupportsOptimize(Protocol):
+    """Storage that can be compacted after a bulk load (Qdrant Edge's segments)."""
+
+    def optimize(self) -> bool:
+        """Merge and index the stored segments; True if anything changed, False if already optimal."""
         ...

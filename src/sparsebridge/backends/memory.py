@@ -147,6 +147,12 @@ class MemoryBackend:
     def close(self) -> None:
         return None
 
+    def __enter__(self) -> MemoryBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     as64 = vector.astype(np.float64)

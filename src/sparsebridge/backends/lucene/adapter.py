@@ -626,6 +626,12 @@ class LuceneBackend:
             self._client.close()
             self._client = None
 
+    def __enter__(self) -> LuceneBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 MSEARCH_BATCH = 200  # search bodies per _msearch request
 

@@ -436,3 +436,9 @@ class QdrantBackend:
             self._client.close()
             self._client = None
             self._deferred = None
+
+    def __enter__(self) -> QdrantBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

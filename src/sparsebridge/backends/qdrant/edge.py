@@ -452,3 +452,9 @@ class QdrantEdgeBackend:
                 self._call("flush", shard.flush)
             finally:
                 shard.close()
+
+    def __enter__(self) -> QdrantEdgeBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
