@@ -29,6 +29,7 @@ from sparsebridge.backends.elasticsearch import ElasticsearchBackend
 from sparsebridge.backends.lucene import ClusterTarget, FieldType, LuceneBackend, Refresh
 from sparsebridge.backends.memory import MemoryBackend
 from sparsebridge.backends.opensearch import OpenSearchBackend, OpenSearchHybrid, OpenSearchQuery
+from sparsebridge.backends.postgres import PostgresBackend, PostgresTarget, SparseIndex
 from sparsebridge.backends.qdrant import QdrantBackend, QdrantEdgeBackend, QdrantEdgeTarget, QdrantTarget
 from sparsebridge.backends.retry import RetryPolicy
 from sparsebridge.backends.targets import Engine, Target, parse_target
@@ -45,6 +46,8 @@ __all__ = [
     "OpenSearchBackend",
     "OpenSearchHybrid",
     "OpenSearchQuery",
+    "PostgresBackend",
+    "PostgresTarget",
     "QdrantBackend",
     "QdrantEdgeBackend",
     "QdrantEdgeTarget",
@@ -52,6 +55,7 @@ __all__ = [
     "Record",
     "Refresh",
     "RetryPolicy",
+    "SparseIndex",
     "SupportsBatchSearch",
     "SupportsDenseSearch",
     "SupportsHybridSearch",
@@ -113,6 +117,10 @@ def open_backend(
         )
     if parsed.engine is Engine.MEMORY:
         return MemoryBackend()
+    if parsed.engine is Engine.POSTGRES:
+        assert parsed.host is not None and parsed.port is not None and parsed.name is not None
+        where = PostgresTarget(parsed.name, host=parsed.host, port=parsed.port, database=parsed.database)
+        return PostgresBackend(where, location=parsed, **options)
     if parsed.engine is Engine.QDRANT_EDGE:
         assert parsed.path is not None and parsed.name is not None
         options.pop("retry", None)  # in-process: nothing transient to retry

@@ -8,6 +8,8 @@
   (``rank_features``); default port 9200.
 - ``elasticsearch://HOST:PORT/INDEX`` (``elasticsearch+https://`` for TLS): an Elasticsearch index
   (``sparse_vector`` from 8.15 on, else ``rank_features``); default port 9200.
+- ``postgres://USER@HOST:PORT/DB/TABLE`` (also ``postgresql://``): a PostgreSQL table with pgvector;
+  default port 5432; the user and password, when not in the URI, come from libpq (``PG*``, ``.pgpass``).
 - ``memory://``: the exact in-memory reference (lives only as long as the process).
 
 Everything else (the CLI, checkpoints, :func:`~sparsebridge.backends.open_backend`) reads the
@@ -32,6 +34,7 @@ class Engine(str, Enum):
     QDRANT_EDGE = "qdrant-edge"
     OPENSEARCH = "opensearch"
     ELASTICSEARCH = "elasticsearch"
+    POSTGRES = "postgres"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ _SCHEMES = {
     "opensearch+https": _Scheme(Engine.OPENSEARCH, tls=True, default_port=9200),
     "elasticsearch": _Scheme(Engine.ELASTICSEARCH, default_port=9200),
     "elasticsearch+https": _Scheme(Engine.ELASTICSEARCH, tls=True, default_port=9200),
+    "postgres": _Scheme(Engine.POSTGRES, default_port=5432, what="DATABASE/TABLE"),
+    "postgresql": _Scheme(Engine.POSTGRES, default_port=5432, what="DATABASE/TABLE"),
 }
 
 
@@ -77,6 +82,7 @@ class Target:
     host: str | None = None
     port: int | None = None
     tls: bool = False
+    database: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -112,6 +118,8 @@ class Target:
         resolved, so a run started elsewhere is recognised as another target).
         """
         where = os.path.realpath(self.path) if self.path is not None else f"{self.host}:{self.port}"
+        if self.database is not None:
+            where += f"/{self.database}"
         return f"{self.scheme}://{where}/{self.name or ''}"
 
 
@@ -140,10 +148,16 @@ def parse_target(uri: str) -> Target:
         return Target(uri, scheme_name, scheme.engine, name=name, path=directory)
     parts = urlsplit(f"http://{rest}")
     name = parts.path.strip("/")
+    database = None
+    if scheme.engine is Engine.POSTGRES:
+        database, _, name = name.partition("/")
     if not parts.hostname or not name or "/" in name or parts.query or parts.fragment:
         raise ValueError(f"target {uri!r} must be {scheme_name}://HOST:PORT/{scheme.what}")
     try:
         port = parts.port or scheme.default_port
     except ValueError as e:
         raise ValueError(f"target {uri!r} has an invalid port") from e
-    return Target(uri, scheme_name, scheme.engine, name=name, host=parts.hostname, port=port, tls=scheme.tls)
+    if database == "":
+        raise ValueError(f"target {uri!r} must be {scheme_name}://HOST:PORT/{scheme.what}")
+    host = parts.hostname
+    return Target(uri, scheme_name, scheme.engine, name, None, host, port, scheme.tls, database)
