@@ -88,6 +88,7 @@ OPENSEARCH_FIXTURES = {
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgres: needs the PostgreSQL of scripts/postgres.sh (POSTGRES_URL)")
     config.addinivalue_line("markers", "opensearch: runs on every OpenSearch version of `make test`")
     config.addinivalue_line("markers", "knn: needs the OpenSearch k-NN plugin (OPENSEARCH_PLUGINS=knn)")
 
@@ -103,6 +104,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.opensearch)
         if "opensearch_knn_url" in fixtures:
             item.add_marker(pytest.mark.knn)
+        if "postgres_url" in fixtures or (params is not None and "postgres" in params.params.values()):
+            item.add_marker(pytest.mark.postgres)
 
 
 def _get_json(url: str) -> object:
@@ -138,6 +141,14 @@ def opensearch_url() -> str:
     if wanted and version != wanted:
         pytest.fail(f"the node at {url} runs OpenSearch {version}, not OPENSEARCH_VERSION={wanted}")
     return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test PostgreSQL's URI prefix (``scripts/postgres.sh``): a failure in CI if absent."""
+    from postgres_server import server_url
+
+    return server_url()
 
 
 def _node_has_knn(url: str) -> bool:

@@ -1,7 +1,7 @@
 """One harness per backend for the contract suite: how to make a fresh one, and how exact it is.
 
 Backends: the exact in-memory reference, embedded Qdrant (qdrant-client's local mode and Qdrant
-Edge), OpenSearch (live node), and the
+Edge), OpenSearch (live node), PostgreSQL with pgvector (live server, exact mode), and the
 Elasticsearch adapter's ``rank_features`` bodies sent to the same live OpenSearch node (the DSL is
 shared; only the client boundary, elasticsearch-py, is swapped for opensearch-py there because
 no Elasticsearch server can run here).
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from es_on_opensearch import es_bodies_on_opensearch as es_backend_on_opensearch
+from postgres_server import drop_table, new_table
 from sparsebridge.backends import (
     Backend,
     ClusterTarget,
@@ -25,6 +26,7 @@ from sparsebridge.backends import (
     QdrantEdgeTarget,
     QdrantTarget,
     RetryPolicy,
+    open_backend,
 )
 
 FAST_FAIL = RetryPolicy(max_attempts=1, max_total_seconds=1)
@@ -85,7 +87,26 @@ def cluster_harness(name: str, cls: type[Any], url: str, **fixed: Any) -> Harnes
     )
 
 
-BACKENDS = ["memory", "qdrant", "qdrant-edge", "opensearch", "es-rank_features-on-opensearch"]
+def postgres_harness(url: str) -> Harness:
+    table = new_table("contract")
+
+    def make(**options: Any) -> Backend:
+        return open_backend(f"{url}/{table}", **options)
+
+    def unreachable() -> Backend:
+        return open_backend(f"postgres://127.0.0.1:9/db/{table}", retry=FAST_FAIL, connect_timeout=1)
+
+    return Harness(
+        "postgres",
+        make,
+        unreachable,
+        quantized=False,
+        mismatch=({}, {"dense_size": 8}),
+        cleanup=lambda: drop_table(url, table),
+    )
+
+
+BACKENDS = ["memory", "qdrant", "qdrant-edge", "opensearch", "es-rank_features-on-opensearch", "postgres"]
 SCHEMA_BACKENDS = BACKENDS[1:]  # the in-memory reference has no schema
 
 

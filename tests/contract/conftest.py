@@ -12,6 +12,7 @@ from backend_harness import (
     Harness,
     cluster_harness,
     es_bodies_on_opensearch,
+    postgres_harness,
     qdrant_edge_harness,
     qdrant_harness,
 )
@@ -30,6 +31,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         h = qdrant_harness(tmp_path)
     elif name == "qdrant-edge":
         h = qdrant_edge_harness(tmp_path)
+    elif name == "postgres":
+        h = postgres_harness(request.getfixturevalue("postgres_url"))
     else:
         url = request.getfixturevalue("opensearch_url")
         if name == "opensearch":

@@ -289,6 +289,8 @@ class PostgresBackend:
             raise
         except psycopg.Error as e:
             state = getattr(e, "sqlstate", None)
+            if state is None and any(s in str(e) for s in _REFUSED_LOGIN):
+                state = "28000"  # libpq reports a refused login without a SQLSTATE
             raise BackendError(
                 f"{what} failed: {_describe(e)}", backend=self.name, status=_status(state)
             ) from e
