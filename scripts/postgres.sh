@@ -114,7 +114,8 @@ init_cluster() {
   chmod 700 "$RUN"
   password="$("$(python_bin)" -c 'import secrets; print(secrets.token_urlsafe(24))')"
   (umask 077 && printf '%s\n' "$password" >"$RUN/pwfile")
-  printf '127.0.0.1:%s:*:%s:%s\nlocalhost:%s:*:%s:%s\n' "$PORT" "$USER_DB" "$password" "$PORT" "$USER_DB" "$password" |
+  # any port: the tests reach the server through a fault proxy on a port of its own too
+  printf '127.0.0.1:*:*:%s:%s\nlocalhost:*:*:%s:%s\n' "$USER_DB" "$password" "$USER_DB" "$password" |
     (umask 077 && cat >"$RUN/pgpass")
   [[ "$(id -u)" != 0 ]] || chown -R "$RUN_AS:" "$RUN"
   as_server_user "$bin/initdb" -D "$DATA" -U "$USER_DB" --pwfile="$RUN/pwfile" --auth-host=scram-sha-256 \
@@ -162,6 +163,12 @@ do_start() {
     die "something not started by this script already answers on 127.0.0.1:$PORT (set POSTGRES_PORT)"
   fi
   if [[ "${POSTGRES_FRESH:-}" == 1 || ! -f "$RUN/.initialized" ]]; then init_cluster "$bin"; fi
+  if [[ -f "$DATA/postmaster.pid" || -f "$RUN/.s.PGSQL.$PORT.lock" ]]; then
+    # Left by a server that was killed: its process is gone (or a zombie nobody reaped, which
+    # PostgreSQL would still take for a live server).
+    log "removing the lock files of a server that is not running"
+    rm -f "$DATA/postmaster.pid" "$RUN/.s.PGSQL.$PORT" "$RUN/.s.PGSQL.$PORT.lock"
+  fi
   log "starting PostgreSQL from $bin on 127.0.0.1:$PORT"
   # setsid: own session, so the server outlives this script and its terminal.
   as_server_user setsid "$bin/pg_ctl" -D "$DATA" -l "$RUN/server.log" -s start </dev/null >/dev/null 2>&1 ||

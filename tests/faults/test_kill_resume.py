@@ -15,6 +15,8 @@ import pytest
 from checker import check, read_opensearch, read_qdrant, read_qdrant_edge
 from faultkit import Corpus, cli, wait_for_position
 
+from postgres_server import read_postgres
+
 BATCH = "32"
 
 
@@ -25,6 +27,9 @@ def _target(kind: str, tmp_path: Path, opensearch_url: str | None) -> tuple[str,
         return f"opensearch://{opensearch_url.removeprefix('http://')}/{name}", name
     if kind == "qdrant-edge":
         return f"qdrant+edge://{tmp_path}/edge/{name}", name
+    if kind == "postgres":
+        assert opensearch_url is not None  # the server's URI prefix
+        return f"{opensearch_url}/{name}", name
     return f"qdrant+local://{tmp_path}/qdrant/{name}", name
 
 
@@ -36,6 +41,9 @@ def _read(
         return read_opensearch(opensearch_url, name)
     if kind == "qdrant-edge":
         return read_qdrant_edge(str(tmp_path / "edge" / name))  # the shard the killed run left
+    if kind == "postgres":
+        assert opensearch_url is not None
+        return read_postgres(opensearch_url, name)
     from qdrant_client import QdrantClient
 
     client = QdrantClient(path=str(tmp_path / "qdrant"))  # reopens the storage the killed run left
@@ -45,13 +53,15 @@ def _read(
         client.close()
 
 
-@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge"])
+@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge", "postgres"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 def url_for(kind: str, request: pytest.FixtureRequest) -> str | None:
+    if kind == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
     return str(request.getfixturevalue("opensearch_url")) if kind == "opensearch" else None
 
 

@@ -22,6 +22,7 @@ import pytest
 from checker import check, check_opensearch_index, read_opensearch, read_qdrant, read_qdrant_edge
 from faultkit import make_documents
 
+from postgres_server import drop_table, read_postgres
 from sparsebridge.backends import (
     ClusterTarget,
     MemoryBackend,
@@ -31,6 +32,7 @@ from sparsebridge.backends import (
     QdrantEdgeTarget,
     QdrantTarget,
     RetryPolicy,
+    open_backend,
 )
 from sparsebridge.backends.base import Backend, point_id
 from sparsebridge.errors import BackendError, BackendUnavailableError
@@ -40,7 +42,7 @@ from sparsebridge.types import Document
 Reader = Callable[[], dict[str, list[dict[int, float]]]]
 
 
-@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge", "memory"])
+@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge", "memory", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Backend, Reader]]:
     name = f"fault-ver-{uuid.uuid4().hex[:8]}"
     backend: Any
@@ -60,6 +62,12 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Bac
             return read_qdrant_edge(str(tmp_path / "edge" / name))
 
         yield backend, read_shard
+    elif request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        backend = open_backend(f"{url}/{name}")
+        yield backend, lambda: read_postgres(url, name)
+        backend.close()
+        drop_table(url, name)
     else:
         backend = MemoryBackend()
         yield backend, lambda: {i: [v.as_dict()] for i, (v, _) in backend._rows.items()}

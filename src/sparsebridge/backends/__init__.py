@@ -119,6 +119,8 @@ def open_backend(
         return MemoryBackend()
     if parsed.engine is Engine.POSTGRES:
         assert parsed.host is not None and parsed.port is not None and parsed.name is not None
+        if options.pop("idf", False) or api_key is not None:
+            raise ValueError("the IDF modifier and API keys are Qdrant/Elasticsearch options")
         where = PostgresTarget(parsed.name, host=parsed.host, port=parsed.port, database=parsed.database)
         return PostgresBackend(where, location=parsed, **options)
     if parsed.engine is Engine.QDRANT_EDGE:
