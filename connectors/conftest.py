@@ -24,6 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
 OPENSEARCH_URL = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9250").rstrip("/")
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgres://sparsebridge@127.0.0.1:5440/sparsebridge").rstrip("/")
 
 
 @pytest.fixture(scope="session")
@@ -88,10 +89,26 @@ def opensearch_url() -> str:
     return OPENSEARCH_URL
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL the tests use (``scripts/postgres.sh start``): a failure in CI if absent."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg.Error as e:
+        message = f"no PostgreSQL at {POSTGRES_URL} ({e}); start one with scripts/postgres.sh start"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
 @pytest.fixture
 def make_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Backend]]:
     """``make_backend(name, **options)``: a fresh, empty backend of that kind (closed and removed after)."""
     opened: list[tuple[Backend, str | None]] = []
+    tables: list[str] = []
 
     def make(name: str, **options: object) -> Backend:
         collection = f"conn-{uuid.uuid4().hex[:10]}"
@@ -104,6 +121,9 @@ def make_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
             url = request.getfixturevalue("opensearch_url")
             uri, index = f"opensearch://{url.split('://', 1)[1]}/{collection}", collection
             options.setdefault("replicas", 0)
+        elif name == "postgres":
+            uri = f"{request.getfixturevalue('postgres_url')}/{collection}"
+            tables.append(collection)
         else:
             raise ValueError(name)
         backend = open_backend(uri, **options)
@@ -117,6 +137,12 @@ def make_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
             client = opensearchpy.OpenSearch(hosts=[OPENSEARCH_URL])
             client.indices.delete(index=index, ignore_unavailable=True)
             client.close()
+    if tables:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for table in tables:
+                conn.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ RRF = Fusion(k=60)
 
 
 def _backend_names() -> list[str]:
-    names = ["memory", "qdrant+local", "opensearch"]
+    names = ["memory", "qdrant+local", "opensearch", "postgres"]
     try:  # Qdrant Edge, where sparsebridge has it
         open_backend("qdrant+edge:///tmp/probe/docs")
         names.append("qdrant+edge")
@@ -34,7 +34,8 @@ def _backend_names() -> list[str]:
 
 
 BACKENDS = _backend_names()
-EXACT_BACKENDS = [name for name in BACKENDS if name != "opensearch"]  # no full-text search either
+# exact, and no full-text search either
+EXACT_BACKENDS = [name for name in BACKENDS if name not in ("opensearch", "postgres")]
 
 
 def score_tolerance(name: str) -> float:
