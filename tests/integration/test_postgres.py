@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,6 @@ from sparsebridge.backends import MemoryBackend, PostgresBackend, Record, RetryP
 from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.backends.postgres import sql
 from sparsebridge.errors import BackendError, BackendUnavailableError, BulkWriteError, SchemaMismatchError
-from sparsebridge.eval import load_beir, run_eval
 from sparsebridge.ingest import ingest
 from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
 from sparsebridge.query.hybrid import HybridQuery
@@ -397,9 +398,27 @@ def test_credentials_come_from_libpq_and_a_refused_login_fails_at_once(
     backend.close()
 
 
-def test_eval_on_postgres_loses_nothing_against_exact(
-    make: Callable[..., PostgresBackend], encoder: Any
-) -> None:
-    report = run_eval(load_beir(DATASET), encoder=encoder, backend=make())
-    assert report.modes["sparse"] == report.exact["sparse"]
-    print("\n" + report.format() if hasattr(report, "format") else report.to_json())
+def test_eval_on_postgres_loses_nothing_against_exact(postgres_url: str, tmp_path: Path) -> None:
+    """``sparsebridge eval`` through PostgreSQL: every metric of every mode with an exact counterpart
+    equals the exact one (the report's diff rows are all +0.0000)."""
+    table = new_table("eval")
+    command = [sys.executable, "-m", "sparsebridge.cli", "eval", "--model", "splade-tiny"]
+    command += [
+        "--dataset",
+        str(DATASET),
+        "--to",
+        f"{postgres_url}/{table}",
+        "--output",
+        str(tmp_path / "r.json"),
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    finally:
+        drop_table(postgres_url, table)
+    assert done.returncode == 0, done.stderr[-3000:]
+    print("\n" + done.stdout)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["modes"]["sparse"] == report["exact"]["sparse"]
+    assert report["modes"]["hybrid"] == report["exact"]["hybrid"]
+    diffs = [line for line in done.stdout.splitlines() if line.strip().startswith("diff")]
+    assert len(diffs) == 2 and all(set(line.split()[1:]) == {"+0.0000"} for line in diffs)
