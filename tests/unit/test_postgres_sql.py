@@ -41,7 +41,7 @@ def test_postgres_target_uris() -> None:
         "postgres://db:5433/shop/products"
     )
     assert backend.target == PostgresTarget("products", host="db", port=5433, database="shop")
-    with pytest.raises(ValueError, match="IDF"):
+    with pytest.raises(ValueError, match="do not apply to postgres"):
         open_backend("postgres://db/shop/products", idf=True)
 
 

@@ -85,8 +85,8 @@ def open_backend(
     Args:
         target: The target URI (see :mod:`sparsebridge.backends.targets`), or one already parsed.
         api_key: Qdrant server or Elasticsearch API key.
-        username: OpenSearch/Elasticsearch basic-auth user (with ``password``).
-        password: OpenSearch/Elasticsearch basic-auth password.
+        username: OpenSearch/Elasticsearch basic-auth user (with ``password``); PostgreSQL user.
+        password: OpenSearch/Elasticsearch basic-auth password; PostgreSQL password (else libpq's).
         ca_certs: OpenSearch/Elasticsearch CA bundle for ``+https`` targets.
         verify_certs: False turns TLS certificate checks off (``+https`` targets).
         **options: Passed to the backend's constructor (``retry``, ``refresh``, ``field_type``, ...).
@@ -110,6 +110,21 @@ def open_backend(
         if parsed.engine is Engine.OPENSEARCH:
             return OpenSearchBackend(cluster, **options)
         return ElasticsearchBackend(cluster, **options)
+    if parsed.engine is Engine.POSTGRES:
+        assert parsed.host is not None and parsed.port is not None and parsed.name is not None
+        if options.pop("idf", False) or api_key is not None or ca_certs is not None or not verify_certs:
+            raise ValueError(
+                "idf, api_key, ca_certs and verify_certs do not apply to postgres:// (TLS: PGSSLMODE)"
+            )
+        where = PostgresTarget(
+            parsed.name,
+            host=parsed.host,
+            port=parsed.port,
+            database=parsed.database,
+            user=username,
+            password=password,
+        )
+        return PostgresBackend(where, location=parsed, **options)
     given = [name for name, value in connection.items() if value is not None]
     if given or not verify_certs:
         raise ValueError(
@@ -117,12 +132,6 @@ def open_backend(
         )
     if parsed.engine is Engine.MEMORY:
         return MemoryBackend()
-    if parsed.engine is Engine.POSTGRES:
-        assert parsed.host is not None and parsed.port is not None and parsed.name is not None
-        if options.pop("idf", False) or api_key is not None:
-            raise ValueError("the IDF modifier and API keys are Qdrant/Elasticsearch options")
-        where = PostgresTarget(parsed.name, host=parsed.host, port=parsed.port, database=parsed.database)
-        return PostgresBackend(where, location=parsed, **options)
     if parsed.engine is Engine.QDRANT_EDGE:
         assert parsed.path is not None and parsed.name is not None
         options.pop("retry", None)  # in-process: nothing transient to retry

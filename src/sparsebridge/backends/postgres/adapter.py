@@ -259,6 +259,7 @@ class PostgresBackend:
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
         self.pruned = PruneReport()
+        self._pruned_lock = threading.Lock()  # writers share the backend
         self._dimension_given = dimension is not None
         self._table: _Table | None = None
         self._pool = _Pool(self._connect)
@@ -402,9 +403,10 @@ class PostgresBackend:
     def _report(self, report: PruneReport) -> None:
         if not report.documents:
             return
-        self.pruned.documents += report.documents
-        self.pruned.weight_total += report.weight_total
-        self.pruned.weight_dropped += report.weight_dropped
+        with self._pruned_lock:
+            self.pruned.documents += report.documents
+            self.pruned.weight_total += report.weight_total
+            self.pruned.weight_dropped += report.weight_dropped
         logger.warning(
             "%s: pruned %d vectors to %d non-zeros for the HNSW index: %.2f%% of their weight mass lost",
             self.name,
