@@ -11,7 +11,7 @@ from sparsebridge.backends.targets import Target, parse_target, redact_uri
 SECRET = "pa:ss@w%2Frd"  # ':' and '@' inside, '/' percent-encoded
 
 
-@pytest.mark.parametrize("scheme", ["qdrant", "qdrant+https", "opensearch", "elasticsearch+https"])
+@pytest.mark.parametrize("scheme", ["opensearch", "opensearch+https", "elasticsearch", "elasticsearch+https"])
 def test_user_information_becomes_credentials_and_leaves_the_uri(scheme: str) -> None:
     target = parse_target(f"{scheme}://ad%40min:{SECRET}@db.example:9201/docs")
     assert (target.username, target.password) == ("ad@min", "pa:ss@w/rd")
@@ -32,6 +32,27 @@ def test_a_user_without_password_and_an_empty_password() -> None:
     target = parse_target("opensearch://admin:@h/x")
     assert (target.username, target.password) == ("admin", "")
     assert parse_target("opensearch://h/x").username is None
+
+
+@pytest.mark.parametrize("uri", ["qdrant://s3cret@h/c", "qdrant+https://u:s3cret@h:6334/c"])
+def test_qdrant_uris_take_no_user_information(uri: str) -> None:
+    with pytest.raises(ValueError, match="api_key") as caught:
+        parse_target(uri)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_credentials_beside_the_uri_combine_with_those_in_it() -> None:
+    in_uri = parse_target("opensearch://u:s3cret@h/x")
+    assert in_uri.with_credentials(username="u", password="s3cret") == in_uri
+    assert (in_uri.with_credentials().username, in_uri.with_credentials().password) == ("u", "s3cret")
+    user_only = parse_target("opensearch://u@h/x").with_credentials(password="s3cret")
+    assert (user_only.username, user_only.password) == ("u", "s3cret")
+    bare = parse_target("opensearch://h/x").with_credentials(username="v", password="w")
+    assert (bare.username, bare.password) == ("v", "w")
+    for given in ({"username": "other"}, {"password": "0ther"}):
+        with pytest.raises(ValueError, match="differ") as caught:
+            in_uri.with_credentials(**given)
+        assert "s3cret" not in str(caught.value) and "0ther" not in str(caught.value)
 
 
 def test_credentials_do_not_change_which_target_it_is() -> None:
@@ -88,7 +109,7 @@ def test_one_redaction_rule(uri: str, shown: str) -> None:
     "uri",
     [
         "opensearch://u:s3cret@h:0/x",
-        "qdrant://u:s3cret@h:65536/x",
+        "elasticsearch://u:s3cret@h:65536/x",
         "elasticsearch://u:s3cret@h:99999999/x",
         "opensearch://u:s3cret@h:port/x",
         "opensearch://u:s3cret@h:-1/x",

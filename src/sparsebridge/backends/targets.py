@@ -10,9 +10,11 @@
   (``sparse_vector`` from 8.15 on, else ``rank_features``); default port 9200.
 - ``memory://``: the exact in-memory reference (lives only as long as the process).
 
-Server targets may carry credentials in their user information, percent-encoded as in any URI:
-``opensearch://USER:PASSWORD@HOST:PORT/INDEX``. They become :attr:`Target.username` and
-:attr:`Target.password` and nothing else: :attr:`Target.uri`, ``repr`` and :meth:`Target.identity`
+Targets of engines with users (OpenSearch, Elasticsearch) may carry credentials in their user
+information, percent-encoded as in any URI: ``opensearch://USER:PASSWORD@HOST:PORT/INDEX``.
+A ``qdrant://`` URI with user information is refused (a Qdrant server takes an API key, given
+beside the URI). Credentials become :attr:`Target.username` and :attr:`Target.password` and
+nothing else: :attr:`Target.uri`, ``repr`` and :meth:`Target.identity`
 never hold them, and two targets that differ only in credentials are equal.
 
 One redaction rule, :func:`redact_uri`, says how any target URI is shown (messages, progress,
@@ -54,14 +56,17 @@ class _Scheme:
     embedded: bool = False
     default_port: int | None = None
     what: str = "INDEX"
+    credentials: bool = True  # False: the engine has no user/password (Qdrant takes an API key)
 
 
 _SCHEMES = {
     "memory": _Scheme(Engine.MEMORY),
     "qdrant+local": _Scheme(Engine.QDRANT, embedded=True, what="COLLECTION"),
     "qdrant+edge": _Scheme(Engine.QDRANT_EDGE, embedded=True, what="COLLECTION"),
-    "qdrant": _Scheme(Engine.QDRANT, default_port=6333, what="COLLECTION"),
-    "qdrant+https": _Scheme(Engine.QDRANT, tls=True, default_port=6333, what="COLLECTION"),
+    "qdrant": _Scheme(Engine.QDRANT, default_port=6333, what="COLLECTION", credentials=False),
+    "qdrant+https": _Scheme(
+        Engine.QDRANT, tls=True, default_port=6333, what="COLLECTION", credentials=False
+    ),
     "opensearch": _Scheme(Engine.OPENSEARCH, default_port=9200),
     "opensearch+https": _Scheme(Engine.OPENSEARCH, tls=True, default_port=9200),
     "elasticsearch": _Scheme(Engine.ELASTICSEARCH, default_port=9200),
@@ -168,6 +173,28 @@ class Target:
         again = parse_target(self.uri.rstrip("/")[: -len(self.name)] + name)
         return replace(again, username=self.username, password=self.password)
 
+    def with_credentials(self, *, username: str | None = None, password: str | None = None) -> Target:
+        """This target with credentials given beside its URI: each one comes from either place.
+
+        Raises:
+            ValueError: The URI and the argument both give a user name (or a password) and they
+                differ (the message shows neither).
+        """
+        for what, from_uri, given in (
+            ("username", self.username, username),
+            ("password", self.password, password),
+        ):
+            if from_uri is not None and given is not None and from_uri != given:
+                raise ValueError(
+                    f"target {self.uri!r}: the URI's user information and {what}= give different "
+                    f"{what}s: give it in one place"
+                )
+        return replace(
+            self,
+            username=self.username if self.username is not None else username,
+            password=self.password if self.password is not None else password,
+        )
+
     def identity(self) -> str:
         """What names this target's data everywhere: scheme, host and port or resolved directory, name.
 
@@ -211,6 +238,11 @@ def parse_target(uri: str) -> Target:
         raise ValueError(f"target {shown!r} must be {scheme_name}://HOST:PORT/{scheme.what}")
     host, port = _host_port(hostport, scheme.default_port, shown)
     username = password = None
+    if at and not scheme.credentials:
+        raise ValueError(
+            f"target {shown!r}: {scheme_name}:// takes no user information; give a Qdrant API key "
+            "as api_key= (--api-key on the command line)"
+        )
     if at:
         user, colon, secret = userinfo.partition(":")
         username, password = unquote(user) or None, unquote(secret) if colon else None

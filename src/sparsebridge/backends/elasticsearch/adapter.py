@@ -175,7 +175,11 @@ class ElasticsearchDialect:
                 return
             client = backend.client
             response = call_with_retry(
-                lambda: client.transport.perform_request("GET", "/", headers={"accept": "application/json"}),
+                lambda: client.transport.perform_request(
+                    "GET",
+                    "/",
+                    headers={**client._headers, "accept": "application/json"},  # auth kept
+                ),
                 policy=backend.retry,
                 is_transient=backend._is_transient,
                 backend=self.name,
