@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from auth_recorder import AuthRecorder, recording
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "sample_corpus.jsonl"
@@ -51,57 +51,26 @@ def assert_nowhere(directory: Path, *outputs: str) -> None:
                 assert form.encode() not in path.read_bytes(), f"{form!r} written to {path}"
 
 
-class Refusing(ThreadingHTTPServer):
-    """Answers every request 401, and records the Authorization header it was sent."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), RefusingHandler)
-        self.authorization: list[str | None] = []
-
-
-class RefusingHandler(BaseHTTPRequestHandler):
-    server: Refusing
-
-    def _answer(self) -> None:
-        self.server.authorization.append(self.headers.get("Authorization"))
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        data = json.dumps(
-            {"error": {"type": "security_exception", "reason": "unable to authenticate"}, "status": 401}
-        ).encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_HEAD = _answer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def refusing() -> Iterator[Refusing]:
-    server = Refusing()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+def refusing() -> Iterator[AuthRecorder]:
+    with recording(401) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
-def test_a_refused_password_is_sent_and_then_shown_nowhere(tmp_path: Path, refusing: Refusing) -> None:
-    port = refusing.server_address[1]
-    target = f"opensearch://{USER}:{ENCODED}@127.0.0.1:{port}/docs"
+def test_a_refused_password_is_sent_and_then_shown_nowhere(tmp_path: Path, refusing: AuthRecorder) -> None:
+    target = f"opensearch://{USER}:{ENCODED}@{refusing.address}/docs"
     options = ("--no-progress", "--max-retry-seconds", "1", "--stats-json", "stats.json", "--run-dir", "run")
-    ingest = run("ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--to", target, *options, cwd=tmp_path)
+    ingest = run(
+        "ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--to", target, *options, cwd=tmp_path
+    )
     assert ingest.returncode != 0
     assert "401" in ingest.stderr or "authenticat" in ingest.stderr, ingest.stderr
     expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     assert refusing.authorization and set(refusing.authorization) == {expected}
     assert (tmp_path / "stats.json").exists()
-    search = run("search", "--model", "splade-tiny", "--to", target, "--max-retry-seconds", "1", "red", cwd=tmp_path)
+    search = run(
+        "search", "--model", "splade-tiny", "--to", target, "--max-retry-seconds", "1", "red", cwd=tmp_path
+    )
     assert search.returncode != 0
     assert_nowhere(tmp_path, ingest.stdout, ingest.stderr, search.stdout, search.stderr)
 
@@ -126,7 +95,9 @@ def test_a_password_in_the_uri_is_shown_nowhere_on_a_real_node(tmp_path: Path, o
     )  # fmt: skip
     assert ingest.returncode == 0, ingest.stderr
     assert f"wrote 24 documents to opensearch://{address}/{index}" in ingest.stdout
-    search = run("search", "--model", "splade-tiny", "--to", target, "-k", "1", "which planet is red", cwd=tmp_path)
+    search = run(
+        "search", "--model", "splade-tiny", "--to", target, "-k", "1", "which planet is red", cwd=tmp_path
+    )
     assert search.returncode == 0, search.stderr
     assert "space-2" in search.stdout
     bench = run(

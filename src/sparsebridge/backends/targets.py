@@ -64,9 +64,7 @@ _SCHEMES = {
     "qdrant+local": _Scheme(Engine.QDRANT, embedded=True, what="COLLECTION"),
     "qdrant+edge": _Scheme(Engine.QDRANT_EDGE, embedded=True, what="COLLECTION"),
     "qdrant": _Scheme(Engine.QDRANT, default_port=6333, what="COLLECTION", credentials=False),
-    "qdrant+https": _Scheme(
-        Engine.QDRANT, tls=True, default_port=6333, what="COLLECTION", credentials=False
-    ),
+    "qdrant+https": _Scheme(Engine.QDRANT, tls=True, default_port=6333, what="COLLECTION", credentials=False),
     "opensearch": _Scheme(Engine.OPENSEARCH, default_port=9200),
     "opensearch+https": _Scheme(Engine.OPENSEARCH, tls=True, default_port=9200),
     "elasticsearch": _Scheme(Engine.ELASTICSEARCH, default_port=9200),
