@@ -178,7 +178,8 @@ class ElasticsearchDialect:
                 lambda: client.transport.perform_request(
                     "GET",
                     "/",
-                    headers={**client._headers, "accept": "application/json"},  # auth kept
+                    # the client's own headers (its Authorization), without its compatibility Accept
+                    headers={**getattr(client, "_headers", {}), "accept": "application/json"},
                 ),
                 policy=backend.retry,
                 is_transient=backend._is_transient,
