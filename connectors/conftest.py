@@ -24,7 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
 OPENSEARCH_URL = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9250").rstrip("/")
-POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgres://sparsebridge@127.0.0.1:5440/sparsebridge").rstrip("/")
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgres://sparsebridge@127.0.0.1:5440/sparsebridge")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@
 # only written to $POSTGRES_HOME_RUN/pgpass (mode 600, libpq's password file format), never printed.
 # The tests' URI prefix is printed by `start` and exported by `run` as
 #   POSTGRES_URL=postgres://sparsebridge@127.0.0.1:$POSTGRES_PORT/sparsebridge
-# (a target adds /TABLE), with PGPASSFILE=$POSTGRES_HOME_RUN/pgpass and PGUSER=sparsebridge next to it.
+# (a target adds /TABLE), with PGPASSFILE=$POSTGRES_HOME_RUN/pgpass next to it.
 #
 # Environment (all optional):
 #   POSTGRES_PORT        TCP port (default 5440)
@@ -202,7 +202,7 @@ do_run() {
     do_start >/dev/null
     trap 'do_stop' EXIT # also when COMMAND fails or is interrupted
   fi
-  POSTGRES_URL="$URL" PGPASSFILE="$RUN/pgpass" PGUSER="$USER_DB" "$@"
+  POSTGRES_URL="$URL" PGPASSFILE="$RUN/pgpass" "$@"
 }
 
 do_status() {

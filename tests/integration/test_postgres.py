@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -381,20 +382,26 @@ def test_a_statement_timeout_is_retried_under_the_deadline_then_named(
     assert backend.count() == 50
 
 
-def test_credentials_come_from_libpq_and_a_refused_login_fails_at_once(
+def test_credentials_come_from_the_uri_or_libpq_and_a_refused_login_fails_at_once(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wrong = tmp_path / "pgpass"
     wrong.write_text("*:*:*:*:not-the-password\n")
     wrong.chmod(0o600)
-    monkeypatch.setenv("PGPASSFILE", str(wrong))
-    backend = open_backend(f"{postgres_url}/{new_table()}")
-    started = time.monotonic()
-    with pytest.raises(BackendError, match="password authentication failed") as info:
-        backend.ensure_schema()
-    assert time.monotonic() - started < 5  # not retried: a refused login stays refused
-    assert "not-the-password" not in str(info.value) and info.value.status == 403
-    backend.close()
+    where = urlsplit(postgres_url)
+    with_password = (
+        f"postgres://sparsebridge:uri-s3cret@{where.hostname}:{where.port}{where.path}/{new_table()}"
+    )
+    for uri, secret in [(f"{postgres_url}/{new_table()}", "not-the-password"), (with_password, "uri-s3cret")]:
+        monkeypatch.setenv("PGPASSFILE", str(wrong))  # libpq's password file: used when the URI has none
+        backend = open_backend(uri)
+        assert backend.location.username == "sparsebridge" and secret not in repr(backend.location)
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="password authentication failed") as info:
+            backend.ensure_schema()
+        assert time.monotonic() - started < 5  # not retried: a refused login stays refused
+        assert secret not in str(info.value) and info.value.status == 403
+        backend.close()
 
 
 def test_eval_on_postgres_loses_nothing_against_exact(postgres_url: str, tmp_path: Path) -> None:
