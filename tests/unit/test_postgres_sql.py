@@ -45,6 +45,12 @@ def test_postgres_target_uris() -> None:
         open_backend("postgres://db/shop/products", idf=True)
 
 
+def test_a_backend_built_without_a_uri_has_its_location() -> None:
+    backend = PostgresBackend(PostgresTarget("t", host="::1", database="db", user="app", password="s3cret"))
+    assert backend.location.identity() == "postgres://[::1]:5432/db/t"
+    assert backend.location.username == "app" and "s3cret" not in repr(backend.location)
+
+
 def test_a_password_is_not_in_the_targets_repr() -> None:
     target = PostgresTarget("t", user="app", password="s3cret")
     assert "s3cret" not in repr(target) and target.conninfo()["password"] == "s3cret"

@@ -245,9 +245,10 @@ class PostgresBackend:
             dense_size=dense_size,
             text_config=text_config,
         )
+        host = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 address
         self.location = location or parse_target(
-            f"postgres://{target.host}:{target.port}/{target.database or '_'}/{target.table}"
-        )
+            f"postgres://{host}:{target.port}/{target.database or '_'}/{target.table}"
+        ).with_credentials(username=target.user, password=target.password)
         self.dense_size = dense_size
         self.index = SparseIndex(index)
         self.prune_to_index = prune_to_index
@@ -564,9 +565,9 @@ class PostgresBackend:
         self._known()
         return self._call("search", lambda conn: self._sparse(conn, list(queries), k))
 
-    def _settings(self, conn: Any) -> None:
-        if self.index is SparseIndex.HNSW:
-            conn.execute(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}")
+    def _settings(self, conn: Any, limit: int) -> None:
+        if self.index is SparseIndex.HNSW:  # the index returns at most ef_search rows
+            conn.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, limit))}")
         else:  # a scan, even where the table has an HNSW index: the exact top k
             conn.execute("SET LOCAL enable_indexscan = off")
 
@@ -575,7 +576,7 @@ class PostgresBackend:
         results: list[list[SearchHit]] = [[] for _ in queries]
         pending = [n for n, q in enumerate(queries) if len(q)]
         limit = 2 * k
-        self._settings(conn)
+        self._settings(conn, limit)
         while pending:
             literals = [sql.sparse_literal(queries[n], spec.dimension) for n in pending]
             fetched = self._fetch(
