@@ -190,6 +190,8 @@ class PostgresBackend:
 
     Args:
         target: The table and how to reach its database.
+        location: The parsed target URI it came from (:func:`~sparsebridge.backends.open_backend`
+            passes it); built from ``target`` when not given.
         dimension: The ``sparsevec`` dimension of a new table (default: pgvector's largest, 10**9,
             so any vocabulary fits; the model identity recorded with the table checks the
             vocabulary). An existing table keeps its own unless this is given (then they must match).
