@@ -246,6 +246,20 @@ class Encoder:
             self._vocab = list(tokenizer.convert_ids_to_tokens(list(range(size))))
         return self._vocab
 
+    @property
+    def max_seq_length(self) -> int:
+        """Texts are truncated to this many tokens (special tokens and the task's prompt included)."""
+        return int(self.model.max_seq_length)
+
+    def token_counts(self, texts: Sequence[str], *, task: Task = Task.QUERY) -> list[int]:
+        """Tokens of each text on ``task``'s path before truncation (prompt and special tokens included).
+
+        A text with more than :attr:`max_seq_length` tokens is truncated when encoded.
+        """
+        _, prompted = self._prepare(texts, Task(task), None, 0.0)
+        encoded = self.model.tokenizer(prompted, add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
     def token(self, index: int) -> str:
         """The token string of output dimension ``index``."""
         if not 0 <= index < self.vocab_size:
