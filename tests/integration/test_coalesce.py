@@ -7,6 +7,7 @@ embeddings) until every other caller is queued, so the gathering is deterministi
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -65,6 +66,24 @@ def gated(encoder: Encoder, gate: Gate) -> Iterator[Gate]:
         handle.remove()
 
 
+def run_gathered(
+    encoder: Encoder, gate: Gate, first: Callable[[], object], others: list[Callable[[], object]]
+) -> None:
+    """Run ``first`` and hold its pass until every one of ``others`` (each in a thread) is queued."""
+    assert encoder.coalescer is not None
+    gate.open.clear()
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert gate.entered.wait(WAIT)  # the first pass is running, held
+    for call in others:
+        threads.append(threading.Thread(target=call))
+        threads[-1].start()
+    wait_until(lambda: encoder.coalescer is not None and encoder.coalescer.queued == len(others))
+    gate.open.set()
+    for thread in threads:
+        thread.join(WAIT)
+
+
 def calls_of_mixed_lengths(corpus: list[tuple[str, str]], queries: list[str]) -> list[list[str]]:
     """One to three texts per call, from one-word queries to 40-word documents."""
     texts = [*queries, *(text for _, text in corpus[:24])]
@@ -92,19 +111,10 @@ def test_many_threads_share_passes_and_get_the_vectors_of_lone_calls(
         except BaseException as error:  # reported in the test's thread
             errors.append(error)
 
+    jobs = [(n, pruned) for n in range(1, len(calls)) for pruned in (False, True)]
     with gated(shared, Gate()) as gate:
-        gate.open.clear()
-        first = threading.Thread(target=caller, args=(0, False))
-        first.start()
-        assert gate.entered.wait(WAIT)  # the first caller's pass is running, held
-        jobs = [(n, pruned) for n in range(1, len(calls)) for pruned in (False, True)]
-        threads = [threading.Thread(target=caller, args=job) for job in jobs]
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: shared.coalescer is not None and shared.coalescer.queued == len(jobs))
-        gate.open.set()
-        for thread in [first, *threads]:
-            thread.join(WAIT)
+        others = [functools.partial(caller, *job) for job in jobs]
+        run_gathered(shared, gate, functools.partial(caller, 0, False), others)
     assert not errors, f"{len(errors)} callers failed, first: {errors[0]!r}"
     for (n, pruned), got in results.items():
         assert_close(got, (lone_top if pruned else lone)[n])
@@ -164,17 +174,8 @@ def test_an_input_that_fails_the_pass_fails_only_its_own_caller(encoder: Encoder
             failures[n] = error
 
     with gated(shared, Gate(poison)) as gate:
-        gate.open.clear()
-        first = threading.Thread(target=lambda: shared.encode_queries(["held"]))
-        first.start()
-        assert gate.entered.wait(WAIT)
-        threads = [threading.Thread(target=caller, args=(n,)) for n in range(len(callers))]
-        for thread in threads:
-            thread.start()
-        wait_until(lambda: shared.coalescer is not None and shared.coalescer.queued == len(callers))
-        gate.open.set()
-        for thread in [first, *threads]:
-            thread.join(WAIT)
+        others = [functools.partial(caller, n) for n in range(len(callers))]
+        run_gathered(shared, gate, lambda: shared.encode_queries(["held"]), others)
         assert list(failures) == [4]
         assert "failed on this input" in str(failures[4])
         for n, got in results.items():

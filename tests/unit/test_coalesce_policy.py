@@ -160,14 +160,21 @@ def test_a_call_cancelled_before_its_pass_is_dropped() -> None:
     assert run.passes[1:] == [("q", [1])]
 
 
-def test_under_load_the_next_pass_waits_for_as_many_calls_as_the_last() -> None:
+def after_a_loaded_pass(max_wait: float) -> tuple[Coalescer[str, int, int], Recorder]:
+    """A coalescer whose last pass served two calls (load)."""
     run = Recorder()
-    coalescer = Coalescer(run, max_batch=64, max_wait=3600.0)
+    coalescer = Coalescer(run, max_batch=64, max_wait=max_wait)
     first = held_pass(coalescer, run)
     loaded = [coalescer.submit("q", [n]) for n in (1, 2)]
     run.gate.set()
-    first.result(WAIT)
-    [f.result(WAIT) for f in loaded]  # the last pass served 2 calls: load
+    for future in (first, *loaded):
+        future.result(WAIT)
+    assert run.passes[-1] == ("q", [1, 2])
+    return coalescer, run
+
+
+def test_under_load_the_next_pass_waits_for_as_many_calls_as_the_last() -> None:
+    coalescer, run = after_a_loaded_pass(max_wait=3600.0)
     early = coalescer.submit("q", [3])
     time.sleep(0.05)  # room for a wrong implementation to start a pass of one
     late = coalescer.submit("q", [4])
@@ -176,13 +183,7 @@ def test_under_load_the_next_pass_waits_for_as_many_calls_as_the_last() -> None:
 
 
 def test_a_call_after_the_wait_of_a_loaded_pass_runs_at_once() -> None:
-    run = Recorder()
-    coalescer = Coalescer(run, max_batch=64, max_wait=0.01)
-    first = held_pass(coalescer, run)
-    loaded = [coalescer.submit("q", [n]) for n in (1, 2)]
-    run.gate.set()
-    first.result(WAIT)
-    [f.result(WAIT) for f in loaded]
+    coalescer, run = after_a_loaded_pass(max_wait=0.01)
     time.sleep(0.05)  # longer than max_wait: the load is over
     assert coalescer.call("q", [5]) == [10]
     assert run.threads[-1] == threading.current_thread().name
