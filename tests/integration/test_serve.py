@@ -28,7 +28,9 @@ import uvicorn
 
 from sparsebridge.backends import MemoryBackend, Record, open_backend
 from sparsebridge.encoder import Encoder
-from sparsebridge.search import Searcher
+from sparsebridge.encoder.dense import DenseEncoder
+from sparsebridge.query import Fusion, FusionMethod
+from sparsebridge.search import Searcher, SearchMode
 from sparsebridge.serve.app import create_app
 from sparsebridge.serve.options import API_KEY_ENV, ServeOptions
 from sparsebridge.types import Document, SearchHit, SparseVector
@@ -220,6 +222,34 @@ def test_search_returns_the_searchers_hits(
             assert response.status_code == 422, why
             assert response.json()["error_type"] == "validation", why
         assert client.post("/search", json={"query": " "}).status_code == 400
+
+
+def test_hybrid_search_returns_the_hybrid_searchers_hits(
+    fresh: Encoder, corpus: list[tuple[str, str]], queries: list[str]
+) -> None:
+    dense = DenseEncoder.load("minilm", device="cpu")
+    backend = MemoryBackend()
+    backend.ensure_schema()
+    texts = [text for _, text in corpus]
+    sparse, embeddings = fresh.encode_documents(texts), dense.encode_documents(texts)
+    backend.write(
+        [
+            Record(Document(doc_id, text), vector, dense=embedding)
+            for (doc_id, text), vector, embedding in zip(corpus, sparse, embeddings, strict=True)
+        ]
+    )
+    fusion = Fusion(FusionMethod.RRF, k=60)
+    searchers = [
+        Searcher(backend, fresh),
+        Searcher(backend, fresh, mode=SearchMode.HYBRID, dense_encoder=dense, fusion=fusion, candidates=50),
+    ]
+    with serving(fresh, searchers=searchers) as (_, client):
+        assert client.get("/health").json()["search"] == ["hybrid", "sparse"]
+        for query in queries:
+            hybrid = client.post("/search", json={"query": query, "k": 5, "mode": "hybrid"}).json()["hits"]
+            assert_same_hits(hybrid, searchers[1].search([query], k=5)[0])
+            plain = client.post("/search", json={"query": query, "k": 5, "mode": "sparse"}).json()["hits"]
+            assert_same_hits(plain, searchers[0].search([query], k=5)[0])
 
 
 def test_search_without_a_target_is_404(fresh: Encoder) -> None:
