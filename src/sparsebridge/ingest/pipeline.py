@@ -67,7 +67,7 @@ from sparsebridge.ingest.options import (
 )
 from sparsebridge.ingest.run import IngestStats, Run, Tracker
 from sparsebridge.ingest.sink import Sink
-from sparsebridge.ingest.sources import DictSource, ItemSource
+from sparsebridge.ingest.sources import DictSource, ItemSource, input_name
 from sparsebridge.ingest.stages import Batch, TokenCounter, encode_batch, read_batches, write_batch
 from sparsebridge.types import Document
 
@@ -167,7 +167,7 @@ def ingest(
     pruning = grouped(pruning or Pruning(), shortcuts)
     batch_size = layout.batch_size or int(getattr(encoder, "suggested_batch_size", 256))
     source: ItemSource = documents if isinstance(documents, ItemSource) else DictSource(documents)
-    source_name = str(getattr(source, "path", "") or "")
+    source_name = input_name(source)
     # the target is recorded where a checkpoint is saved, and compared on resume
     target = target_identity(backend) if run.run_dir is not None else ""
     with Run.open(run, source=source_name, target=target, writers=layout.writers) as state:

@@ -30,7 +30,7 @@ from sparsebridge.ingest.ray.actors import BackendDatasink, EncodeActor, Models,
 from sparsebridge.ingest.ray.datasets import read
 from sparsebridge.ingest.ray.journal import JOURNAL_DIR, Journal
 from sparsebridge.ingest.run import IngestStats, Run
-from sparsebridge.ingest.sources import ItemSource, open_source
+from sparsebridge.ingest.sources import ItemSource, input_name, open_source
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -143,7 +143,7 @@ def ray_ingest(
         raise ValueError("the Ray engine needs a run directory (run_dir): its journal lives there")
     parsed = parse_target(target)
     if parsed.embedded and options.writers != 1:
-        raise ValueError(f"an embedded target ({target}) is opened by one process: use writers=1")
+        raise ValueError(f"an embedded target ({parsed.uri}) is opened by one process: use writers=1")
     backend_kwargs = dict(backend_options or {})
     if dense_model is not None and "dense_size" not in backend_kwargs:
         raise ValueError("a dense model needs backend_options['dense_size'] (its dimension)")
@@ -222,7 +222,7 @@ def _source(data: Any, fields: tuple[str, str, Sequence[str] | None]) -> tuple[I
             path, id_field=id_field, text_field=text_field, metadata_fields=metadata_fields
         ), str(path)
     if isinstance(data, ItemSource):
-        return data, str(getattr(data, "path", "") or "")
+        return data, input_name(data)
     if type(data).__name__ in ("Dataset", "MaterializedDataset") and hasattr(data, "map_batches"):
         return None, ""
     raise TypeError(
