@@ -1,4 +1,4 @@
-"""The ``serve`` subcommand: :func:`add_serve_parser` registers it, :func:`run_serve` runs it.
+"""``sparsebridge serve``: the model (and optionally a search target) over HTTP.
 
 Importing this module is cheap (no PyTorch, no Starlette): the CLI imports it for ``--help``.
 """
@@ -7,41 +7,36 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sparsebridge.commands.common import (
+    Command,
+    fusion,
+    fusion_options,
+    load_dense,
+    load_encoder,
+    model_mismatch_option,
+    model_options,
+    open_target,
+    searched_target,
+    target_options,
+)
 from sparsebridge.serve.options import API_KEY_ENV, ServeOptions, read_api_key
-
-__all__ = ["add_serve_parser", "run_serve"]
 
 logger = logging.getLogger(__name__)
 
 _DEFAULTS = ServeOptions()
 
 
-def add_serve_parser(
-    commands: Any,
-    shared_options: Sequence[Callable[[argparse.ArgumentParser], None]],
-    *,
-    run: Callable[[argparse.Namespace], int],
-) -> argparse.ArgumentParser:
-    """Add ``serve`` to the CLI's subcommands.
-
-    Args:
-        commands: The CLI's subparsers (``add_subparsers()``).
-        shared_options: The CLI's functions that add the model, target and hybrid options, so that
-            ``serve`` reads them exactly as ``search`` does.
-        run: What the CLI calls with the parsed arguments (it calls :func:`run_serve`).
-    """
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "serve",
-        help="serve the model over HTTP: /embed_sparse (text-embeddings-inference API), /search, /metrics",
-        description="Serve the model over HTTP beside your app (see docs/serving.md).",
-    )
-    for add in shared_options:
-        add(parser)
-    parser.set_defaults(to=None, run=run)  # no --to: no /search
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    model_options(parser)
+    target_options(parser)
+    model_mismatch_option(parser)
+    parser.add_argument("--hybrid", action="store_true", help="fuse sparse with dense and/or BM25 legs")
+    parser.add_argument("--bm25", action="store_true", help="add a BM25 leg (Elasticsearch/OpenSearch)")
+    fusion_options(parser)
+    parser.set_defaults(to=None)  # no --to: no /search
     for action in parser._actions:  # the shared option's help names the default target of ingest
         if "--to" in action.option_strings:
             action.help = "target URI that POST /search searches (default: none, no /search)"
@@ -89,22 +84,10 @@ def add_serve_parser(
         default=30.0,
         help="on SIGTERM, seconds to finish the requests in flight (default 30)",
     )
-    return parser
 
 
-def run_serve(
-    args: argparse.Namespace,
-    *,
-    load_encoder: Callable[[argparse.Namespace], Any],
-    open_target: Callable[..., Any],
-    load_dense: Callable[[argparse.Namespace], Any],
-    fusion: Callable[[argparse.Namespace], Any],
-) -> int:
-    """Load the model (and open the target), then serve until SIGTERM or Ctrl-C.
-
-    The loaders are the CLI's own, so ``serve`` reads the model and target options as ``search``
-    does. Returns the exit code.
-    """
+def _run(args: argparse.Namespace) -> int:
+    """Load the model (and open the target), then serve until SIGTERM or Ctrl-C."""
     from sparsebridge.errors import MissingExtraError
 
     try:  # the serve extra
@@ -120,11 +103,11 @@ def run_serve(
         raise ValueError("--dense-model needs --hybrid")
     if args.to is None and (args.hybrid or args.bm25):
         raise ValueError("--hybrid and --bm25 need a search target (--to)")
-    backend, search_threads = _open_search_target(args, open_target, dense)
+    backend, search_threads = _open_search_target(args, dense)
     server: uvicorn.Server | None = None
     try:
         encoder = load_encoder(args)
-        searchers = _searchers(args, backend, encoder, dense, fusion) if backend is not None else []
+        searchers = _searchers(args, backend, encoder, dense) if backend is not None else []
         app = create_app(
             encoder,
             options=options,
@@ -166,23 +149,12 @@ def _options(args: argparse.Namespace) -> ServeOptions:
     )
 
 
-def _open_search_target(
-    args: argparse.Namespace, open_target: Callable[..., Any], dense: Any
-) -> tuple[Any, int]:
+def _open_search_target(args: argparse.Namespace, dense: Any) -> tuple[Any, int]:
     """The backend of ``--to`` (None without it) and how many searches it may run at once."""
-    from sparsebridge.backends import parse_target
-    from sparsebridge.errors import BackendError
-
     if args.to is None:
         return None, 1
-    target = parse_target(args.to)
-    if target.path is not None and not Path(target.path).is_dir():  # serving never creates storage
-        raise BackendError(
-            f"collection {target.name!r} does not exist (ingest into it first): "
-            f"no storage directory {target.path}",
-            backend=target.engine.value,
-        )
-    backend = open_target(args, target, **({"dense_size": dense.dimension} if dense is not None else {}))
+    target = searched_target(args.to)
+    backend = open_target(args, target, dense)
     return backend, 4 if target.cluster else 1  # an embedded store answers one search at a time
 
 
@@ -191,7 +163,6 @@ def _searchers(
     backend: Any,
     encoder: Any,
     dense: Any,
-    fusion: Callable[[argparse.Namespace], Any],
 ) -> list[Any]:
     """The sparse searcher, and the hybrid one with ``--hybrid``, after the model identity check."""
     from sparsebridge.backends.model_identity import ModelIdentity, check_model
@@ -211,3 +182,11 @@ def _searchers(
         )
         searchers.append(hybrid)
     return searchers
+
+
+COMMAND = Command(
+    "serve",
+    "serve the model over HTTP: /embed_sparse (text-embeddings-inference API), /search, /metrics",
+    arguments=_arguments,
+    run=_run,
+)
