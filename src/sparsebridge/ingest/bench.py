@@ -26,7 +26,9 @@ from typing import Any, cast
 from sparsebridge.backends.base import Backend
 from sparsebridge.backends.targets import redact_uri
 from sparsebridge.encoder import Encoder
-from sparsebridge.ingest.pipeline import IngestStats, ingest
+from sparsebridge.ingest.options import PipelineOptions, RunOptions
+from sparsebridge.ingest.pipeline import ingest
+from sparsebridge.ingest.run import IngestStats
 from sparsebridge.types import Document, SparseVector
 
 __all__ = ["BenchResult", "bench_ingest", "synthetic_documents"]
@@ -123,6 +125,8 @@ def bench_ingest(
     """
     if batch_size is None:
         batch_size = encoder.suggested_batch_size
+    layout = PipelineOptions(batch_size=batch_size, writers=writers)
+    keep_going = RunOptions(max_dead_letter_fraction=1.0)  # synthetic input: nothing to refuse
     warm = list(synthetic_documents(min(512, encode_docs), seed=99))
     encoder.encode_documents([d.text for d in warm])  # load kernels, warm the allocator
 
@@ -145,9 +149,8 @@ def bench_ingest(
             sink_corpus,
             encoder=cast(Encoder, _PreEncoded(vectors)),
             backend=backend,
-            batch_size=batch_size,
-            writers=writers,
-            max_dead_letter_fraction=1.0,
+            pipeline=layout,
+            run=keep_going,
         )
     finally:
         backend.close()
@@ -167,10 +170,9 @@ def bench_ingest(
             synthetic_documents(docs, seed=3, prefix="full"),
             encoder=encoder,
             backend=backend,
-            batch_size=batch_size,
-            writers=writers,
+            pipeline=layout,
+            run=keep_going,
             on_progress=sample,
-            max_dead_letter_fraction=1.0,
         )
     finally:
         backend.close()

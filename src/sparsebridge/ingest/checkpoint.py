@@ -264,6 +264,12 @@ class DeadLetterFile:
         """Append one record (buffered until :meth:`sync`)."""
         self._handle.write(json.dumps(letter.to_json(), ensure_ascii=False) + "\n")
 
+    def clear(self) -> None:
+        """Empty the file (its records are about to be written again)."""
+        self._handle.flush()
+        self._handle.seek(0)
+        self._handle.truncate(0)
+
     def sync(self) -> int:
         """Flush and fsync; returns the file's length in bytes."""
         self._handle.flush()
