@@ -3,8 +3,8 @@
 The shared contract (write, rewrite, delete, exact search order, schema mismatch, bad vectors) runs
 in tests/contract; the kill/resume fault test in tests/faults. Here: the target, one process per
 shard, durability of an acknowledged write under SIGKILL, stale counts of versioned writes, the
-payload round trip, hybrid search (native fusion equal to client-side fusion of the same legs) and
-evaluation equal to exact scoring.
+payload round trip, hybrid search (equal to the fusion of the same legs, to the last bit), evaluation
+equal to exact scoring, and what the shard keeps beside it.
 """
 
 from __future__ import annotations
@@ -85,11 +85,9 @@ def test_schema_mismatch_is_reported_and_the_stored_schema_kept(
     again.ensure_schema()
     assert again.count() == 5
     again.close()
-    dense = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "dense"), dense_size=8, idf=True)
-    dense.ensure_schema()
-    dense.close()
-    dense.ensure_schema()  # matches: no error
-    dense.close()
+    for _ in range(2):  # created, then opened: matches, no error
+        with QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "dense"), dense_size=8, idf=True) as dense:
+            dense.ensure_schema()
 
 
 HOLDER = textwrap.dedent(
@@ -301,13 +299,12 @@ def edge_legs(backend: QdrantEdgeBackend, queries: list[HybridQuery]) -> list[li
     [Fusion(FusionMethod.RRF, k=k) for k in (60, 2, 0)] + [Fusion(FusionMethod.DBSF)],
     ids=["rrf-k60", "rrf-k2", "rrf-k0", "dbsf"],
 )
-def test_native_fusion_equals_client_side_fusion_of_the_same_legs(evaluated, hybrid_queries, fusion):  # type: ignore[no-untyped-def]
+def test_hybrid_equals_the_fusion_of_the_same_legs_exactly(evaluated, hybrid_queries, fusion):  # type: ignore[no-untyped-def]
     backend, _ = evaluated
-    native = backend.search_hybrid_batch(hybrid_queries, fusion, k=30)
-    for got, legs in zip(native, edge_legs(backend, hybrid_queries), strict=True):
+    fused = backend.search_hybrid_batch(hybrid_queries, fusion, k=30)
+    for got, legs in zip(fused, edge_legs(backend, hybrid_queries), strict=True):
         want = fuse(legs, fusion, limit=30)
-        assert [h.id for h in got] == [h.id for h in want]
-        assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-6)
+        assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want]
 
 
 def test_weighted_sum_and_client_side_fusions(evaluated, hybrid_queries) -> None:  # type: ignore[no-untyped-def]
@@ -319,9 +316,7 @@ def test_weighted_sum_and_client_side_fusions(evaluated, hybrid_queries) -> None
     ):
         got = backend.search_hybrid_batch(hybrid_queries, fusion, k=10)
         want = [fuse(legs, fusion, limit=10) for legs in edge_legs(backend, hybrid_queries)]
-        assert [[h.id for h in q] for q in got] == [[h.id for h in q] for q in want], fusion
-        for g, w in zip(got, want, strict=True):
-            assert [h.score for h in g] == pytest.approx([h.score for h in w], rel=1e-6)
+        assert [[(h.id, h.score) for h in q] for q in got] == [[(h.id, h.score) for h in q] for q in want]
 
 
 def test_bm25_leg_is_refused(evaluated, hybrid_queries) -> None:  # type: ignore[no-untyped-def]

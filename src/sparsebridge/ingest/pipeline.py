@@ -60,6 +60,7 @@ from sparsebridge.ingest.checkpoint import (
     DeadLetterFile,
     InputFingerprint,
     RunDirLock,
+    same_target,
     target_identity,
 )
 from sparsebridge.ingest.sources import DictSource, ItemSource
@@ -623,7 +624,7 @@ def open_run(
         if run_number is not None and run_number != previous.run_number:
             raise ValueError(f"the run to resume has run number {previous.run_number}, not {run_number}")
         for what, old, new in (("input", previous.source, source), ("target", previous.target, target)):
-            if old and new and old != new:
+            if old and new and old != new and not (what == "target" and same_target(old, new)):
                 raise InputError(f"the run in {run_dir} was for {what} {old!r}, not {new!r}")
         recorded = previous.input
         changes = InputFingerprint.of(Path(source)).changes(recorded) if source and recorded else []
