@@ -104,8 +104,11 @@ HOLDER = textwrap.dedent(
 
 
 def test_a_second_process_gets_a_clear_error_naming_the_directory_and_the_holder(tmp_path: Path) -> None:
+    # the holder's command line carries a secret: the message names its pid and program only
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        [sys.executable, str(script), str(tmp_path), "--api-key", "s3cret-key-value"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -117,7 +120,8 @@ def test_a_second_process_gets_a_clear_error_naming_the_directory_and_the_holder
             backend.count()
         message = str(raised.value)
         assert str(tmp_path / "docs") in message and f"pid {holder.pid}" in message, message
-        assert "WouldBlock" not in message
+        assert "WouldBlock" not in message and "s3cret" not in message and "--api-key" not in message
+        assert f"pid {holder.pid} (python" in message, message
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
@@ -325,3 +329,73 @@ def test_bm25_leg_is_refused(evaluated, hybrid_queries) -> None:  # type: ignore
         backend.search_hybrid_batch(
             [HybridQuery(sparse=hybrid_queries[0].sparse, text="mars")], Fusion(), k=10
         )
+
+
+def _shard_of_300(tmp_path: Path) -> QdrantEdgeBackend:
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    records = [
+        Record(Document(f"d{i}", "t"), SparseVector.from_dict({1 + i % 7: 1.0, 50: 0.5})) for i in range(300)
+    ]
+    for start in range(0, len(records), 32):  # as an ingest writes: batch by batch
+        backend.write(records[start : start + 32])
+    return backend
+
+
+def test_a_damaged_shard_is_reported_not_served(tmp_path: Path) -> None:
+    _shard_of_300(tmp_path).close()
+    [mappings] = (tmp_path / "docs" / "segments").glob("*/mutable_id_tracker.mappings")
+    assert mappings.stat().st_size == 6300
+    with mappings.open("r+b") as handle:  # a cleanly closed shard loses part of its id tracker
+        handle.truncate(3000)
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs"))
+    with pytest.raises(BackendError, match=r"is damaged: it holds \d+ points, but held 300 when it was last"):
+        backend.search(SparseVector.from_dict({50: 1.0}))
+    with pytest.raises(BackendError, match="is damaged"):
+        backend.count()
+    backend.close()
+
+
+def test_a_shard_with_points_and_no_model_record_is_refused_unless_allowed(
+    tmp_path: Path, encoder: Encoder
+) -> None:
+    from sparsebridge.backends.model_identity import ModelIdentity, check_model
+
+    identity = ModelIdentity.of(encoder)
+    backend = _shard_of_300(tmp_path)
+    record = tmp_path / ".docs.sparsebridge-model.json"
+    for damage in ("emptied", "deleted"):
+        if damage == "emptied":
+            record.write_text("{}")
+        else:
+            record.unlink()
+        for store in (False, True):  # a search, an ingest
+            with pytest.raises(SchemaMismatchError, match="records no model"):
+                check_model(backend, identity, record=store)
+            check_model(backend, identity, record=store, allow_mismatch=True)
+    backend.delete([f"d{i}" for i in range(300)])
+    check_model(backend, identity, record=True)  # an empty shard: its first ingest records the model
+    assert backend.stored_model() == identity.to_json()  # type: ignore[union-attr]
+    backend.close()
+
+
+def test_use_after_close_is_refused_and_nothing_reopens(tmp_path: Path) -> None:
+    import pickle
+
+    backend = _shard_of_300(tmp_path)
+    with pytest.raises(TypeError, match="cannot be pickled") as raised:
+        pickle.dumps(backend)
+    assert "\n" not in str(raised.value)
+    backend.close()
+    backend.close()  # closing twice is fine
+    for use in (
+        backend.ensure_schema,
+        backend.count,
+        backend.optimize,
+        lambda: backend.search(SparseVector.from_dict({50: 1.0})),
+        lambda: backend.write([Record(Document("x", "t"), SparseVector.from_dict({1: 1.0}))]),
+        lambda: backend.delete(["d1"]),
+    ):
+        with pytest.raises(BackendError, match="is closed; open a new one"):
+            use()
+    with QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs")) as again:  # the shard is free
+        assert again.count() == 300

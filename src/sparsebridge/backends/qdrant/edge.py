@@ -207,6 +207,7 @@ class EdgeStore:
             raise BackendError(f"{path} exists and is not a Qdrant Edge shard", backend=self.name)
         elif create:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._check_space(path.parent, _MARGIN, "a new shard")
             opener, how = qe.EdgeShard.create, "create"
         else:
             raise BackendError(
@@ -261,17 +262,21 @@ class EdgeStore:
         except Exception as e:  # the engine refused: plain Exception with its message
             raise BackendError(f"{what} failed on {self.target.path}: {e}", backend=self.name) from e
 
-    def _before_change(self, needed: int) -> None:
-        """Refuse a change the file system has no room for; mark the record open before the first one."""
-        stat = os.statvfs(self.target.path)
+    def _check_space(self, directory: Path, needed: int, what: str) -> None:
+        """Refuse to write ``what`` into ``directory`` when its file system has less than ``needed`` free."""
+        stat = os.statvfs(directory)
         free = stat.f_bavail * stat.f_frsize
         if free < needed:
             raise BackendError(
-                f"not enough free space for the shard {self.target.path}: {free} bytes free, the "
-                f"write needs about {needed}; nothing of it was written (free some space, then resume)",
+                f"not enough free space for the shard {self.target.path}: {free} bytes free, {what} "
+                f"needs about {needed}; nothing of it was written (free some space, then resume)",
                 backend=self.name,
                 status=507,
             )
+
+    def _before_change(self, needed: int) -> None:
+        """Refuse a change the file system has no room for; mark the record open before the first one."""
+        self._check_space(self.target.path, needed, "the change")
         if not self._changed:
             self.record.update(**{_CLOSED: False})
             self._changed = True
