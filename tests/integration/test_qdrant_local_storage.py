@@ -7,6 +7,7 @@ stay correct but go back to several fsyncs per point. Update ``local_storage`` t
 from __future__ import annotations
 
 import sqlite3
+from importlib.metadata import version
 from pathlib import Path
 
 from qdrant_client import QdrantClient, models
@@ -15,8 +16,6 @@ from sparsebridge.backends.qdrant.local_storage import DeferredSync, local_stora
 
 
 def test_local_mode_keeps_each_collection_in_a_sqlite_connection_where_we_look(tmp_path: Path) -> None:
-    import qdrant_client
-
     client = QdrantClient(path=str(tmp_path))
     try:
         client.create_collection(
@@ -24,7 +23,7 @@ def test_local_mode_keeps_each_collection_in_a_sqlite_connection_where_we_look(t
         )
         storage = local_storage(client, "docs")
         assert isinstance(storage, sqlite3.Connection), (
-            f"qdrant-client {qdrant_client.__version__} no longer keeps local-mode storage at "
+            f"qdrant-client {version('qdrant-client')} no longer keeps local-mode storage at "
             "client._client.collections[name].storage.storage: update backends/qdrant/local_storage.py"
         )
         point = models.PointStruct(id=1, vector={"s": models.SparseVector(indices=[1], values=[1.0])})
