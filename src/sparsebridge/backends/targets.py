@@ -112,6 +112,8 @@ class Target:
         resolved, so a run started elsewhere is recognised as another target).
         """
         where = os.path.realpath(self.path) if self.path is not None else f"{self.host}:{self.port}"
+        if self.engine is Engine.MEMORY:
+            where = ""
         return f"{self.scheme}://{where}/{self.name or ''}"
 
 

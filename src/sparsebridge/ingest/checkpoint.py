@@ -238,6 +238,8 @@ def _engine_form(identity: str) -> str | None:
         target = parse_target(identity)
     except ValueError:
         return None
+    if target.name is None:  # memory://: nothing outlives the process to compare
+        return f"{target.engine.value}:"
     location = os.path.realpath(target.path) if target.path is not None else target.url
     return f"{target.engine.value}:{location}/{target.name or ''}"
 

@@ -57,7 +57,9 @@ class QdrantTarget:
             return parse_target(f"qdrant+local://{self.path}/{self.collection}")
         assert self.url is not None
         parts = urlsplit(self.url)
-        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a Qdrant server url is http(s)://HOST[:PORT], got {self.url!r}")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         scheme = "qdrant+https" if parts.scheme == "https" else "qdrant"
         return parse_target(f"{scheme}://{host}:{parts.port or _SERVER_PORT}/{self.collection}")
 
