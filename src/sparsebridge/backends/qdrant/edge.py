@@ -246,7 +246,7 @@ class EdgeStore:
         recorded = self.record.read()
         if recorded.get(_CLOSED) is not True or not isinstance(recorded.get(_POINTS), int):
             return
-        held = int(self._call("count", shard.count, qdrant_edge_module().CountRequest(exact=True)))
+        held = self._count(shard)
         if held != recorded[_POINTS]:
             shard.close()
             raise BackendError(
@@ -318,7 +318,9 @@ class EdgeStore:
         return [list(points) for points in answers]
 
     def count(self) -> int:
-        shard = self._open(create=False)
+        return self._count(self._open(create=False))
+
+    def _count(self, shard: Any) -> int:
         return int(self._call("count", shard.count, qdrant_edge_module().CountRequest(exact=True)))
 
     def optimize(self) -> bool:
@@ -351,8 +353,7 @@ class EdgeStore:
         try:
             self._call("flush", shard.flush)
             if self._changed or _POINTS not in self.record.read():
-                held = int(self._call("count", shard.count, qdrant_edge_module().CountRequest(exact=True)))
-                self._record_closed(held)
+                self._record_closed(self._count(shard))
         finally:
             shard.close()
 
