@@ -108,19 +108,29 @@ class Searcher:
             if isinstance(self.backend, SupportsBatchSearch):
                 return self.backend.search_batch(vectors, k=k)
             return [self.backend.search(vector, k=k) for vector in vectors]
+        queries = self.hybrid_queries(texts, vectors, dense)
+        assert isinstance(self.backend, SupportsHybridSearch)
+        return self.backend.search_hybrid_batch(queries, self.fusion, k=k)
+
+    def hybrid_queries(
+        self,
+        texts: Sequence[str],
+        sparse: Sequence[SparseVector],
+        dense: Sequence[npt.NDArray[np.float32]] | None = None,
+    ) -> list[HybridQuery]:
+        """The hybrid query of each text: its sparse vector, its dense embedding when this searcher
+        has a dense leg (``dense``, else encoded here), its text when it has the BM25 leg."""
         embeddings: Sequence[Any] = [None] * len(texts)
         if dense is not None:
             embeddings = dense
         elif self.dense_encoder is not None:
-            embeddings = list(self.dense_encoder.encode_queries(texts))
-        queries = [
+            embeddings = list(self.dense_encoder.encode_queries(list(texts)))
+        return [
             HybridQuery(
                 sparse=vector, dense=embedding, text=text if self.bm25 else None, candidates=self.candidates
             )
-            for text, vector, embedding in zip(texts, vectors, embeddings, strict=True)
+            for text, vector, embedding in zip(texts, sparse, embeddings, strict=True)
         ]
-        assert isinstance(self.backend, SupportsHybridSearch)
-        return self.backend.search_hybrid_batch(queries, self.fusion, k=k)
 
 
 def check_setup(

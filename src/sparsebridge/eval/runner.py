@@ -21,7 +21,6 @@ from typing import Any
 from sparsebridge.backends.base import (
     Backend,
     Record,
-    SupportsBatchSearch,
     SupportsDenseSearch,
     SupportsHybridSearch,
     SupportsTextSearch,
@@ -34,9 +33,10 @@ from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.errors import InputError
 from sparsebridge.eval.beir import BeirDataset
 from sparsebridge.eval.metrics import METRICS, evaluate
-from sparsebridge.ingest import ingest
+from sparsebridge.ingest import PipelineOptions, Pruning, ingest
 from sparsebridge.query.fusion import Fusion, fuse
 from sparsebridge.query.hybrid import HybridQuery
+from sparsebridge.search import Searcher, SearchMode
 from sparsebridge.types import SearchHit
 
 __all__ = ["EvalReport", "run_eval"]
@@ -90,11 +90,11 @@ class EvalReport:
 
 
 class _Tee:
-    """Writes every record to the backend under test and to the exact reference; counts dims."""
-
-    name = "tee"
+    """The sink of an eval's ingest: every record goes to the backend under test and to the exact
+    reference; the backend under test records the model (as an ingest into it alone would)."""
 
     def __init__(self, backend: Backend, exact: MemoryBackend) -> None:
+        self.name = backend.name
         self.backend, self.exact = backend, exact
         self.nnz = 0
 
@@ -108,24 +108,12 @@ class _Tee:
         self.nnz += sum(len(r.vector) for r in records)
         return stats
 
-    def delete(self, document_ids: Sequence[str]) -> None:
-        raise NotImplementedError
-
-    def search(self, query: Any, *, k: int = 10) -> list[SearchHit]:
-        raise NotImplementedError
-
-    def count(self) -> int:
-        return self.backend.count()
-
     def stored_model(self) -> dict[str, Any] | None:
         return self.backend.stored_model() if isinstance(self.backend, SupportsModelIdentity) else None
 
     def store_model(self, identity: Mapping[str, Any]) -> None:
-        if isinstance(self.backend, SupportsModelIdentity):  # the backend under test records its model
+        if isinstance(self.backend, SupportsModelIdentity):
             self.backend.store_model(identity)
-
-    def close(self) -> None:
-        return None
 
 
 def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
@@ -168,9 +156,8 @@ def run_eval(
     backend.ensure_schema()
     held = backend.count()
     if held:
-        name = getattr(backend, "name", type(backend).__name__)
         raise InputError(
-            f"the {name} target already holds {held} document(s): eval measures a target that holds "
+            f"the {backend.name} target already holds {held} document(s): eval measures a target that holds "
             "its corpus alone; give it a new collection or index (or delete this one); nothing was written"
         )
     fusion = fusion or Fusion()
@@ -185,9 +172,9 @@ def run_eval(
             documents,
             encoder=encoder,
             backend=tee,
-            batch_size=batch_size,
-            top_k=top_k,
             dense_encoder=dense_encoder,
+            pipeline=PipelineOptions(batch_size=batch_size),
+            pruning=Pruning(top_k=top_k),
         ),
     )
     query_ids = list(dataset.queries)
@@ -199,44 +186,41 @@ def run_eval(
 
     runs: dict[str, list[list[SearchHit]]] = {}
     exact_runs: dict[str, list[list[SearchHit]]] = {}
-    if isinstance(backend, SupportsBatchSearch):
-        runs["sparse"] = _timed(timings, "sparse", lambda: backend.search_batch(sparse_queries, k=DEPTH))
-    else:
-        runs["sparse"] = _timed(
-            timings, "sparse", lambda: [backend.search(q, k=DEPTH) for q in sparse_queries]
-        )
+    sparse = Searcher(backend, encoder)
+    runs["sparse"] = _timed(timings, "sparse", lambda: sparse.search(texts, k=DEPTH, sparse=sparse_queries))
     exact_runs["sparse"] = _timed(
         timings, "exact_sparse", lambda: exact.search_batch(sparse_queries, k=DEPTH)
     )
     dense_list = list(dense_queries) if dense_queries is not None else None
-    if dense_list is not None and isinstance(backend, SupportsDenseSearch):
+    has_dense = dense_list is not None and isinstance(backend, SupportsDenseSearch)
+    if has_dense:
+        assert dense_list is not None and isinstance(backend, SupportsDenseSearch)
         runs["dense"] = _timed(timings, "dense", lambda: backend.search_dense_batch(dense_list, k=DEPTH))
         exact_runs["dense"] = _timed(
             timings, "exact_dense", lambda: exact.search_dense_batch(dense_list, k=DEPTH)
         )
     has_text = isinstance(backend, SupportsTextSearch)
     if has_text:
-        assert isinstance(backend, SupportsTextSearch)
-        runs["bm25"] = _timed(
-            timings, "bm25", lambda: backend.search_text_batch(texts, k=max(DEPTH, candidates))
-        )
+        bm25 = Searcher(backend, mode=SearchMode.BM25)
+        runs["bm25"] = _timed(timings, "bm25", lambda: bm25.search(texts, k=max(DEPTH, candidates)))
 
-    legs = 1 + ("dense" in runs) + has_text
-    if legs >= 2 and isinstance(backend, SupportsHybridSearch):
-        hybrid = [
-            HybridQuery(
-                sparse=sparse_queries[n],
-                dense=dense_list[n] if "dense" in runs and dense_list is not None else None,
-                text=texts[n] if has_text else None,
-                candidates=candidates,
-            )
-            for n in range(len(texts))
-        ]
+    if (has_dense or has_text) and isinstance(backend, SupportsHybridSearch):
+        hybrid = Searcher(
+            backend,
+            encoder,
+            mode=SearchMode.HYBRID,
+            dense_encoder=dense_encoder if has_dense else None,
+            bm25=has_text,
+            fusion=fusion,
+            candidates=candidates,
+        )
+        dense_legs = dense_list if has_dense else None
+        queries = hybrid.hybrid_queries(texts, sparse_queries, dense_legs)
         runs["hybrid"] = _timed(
-            timings, "hybrid", lambda: backend.search_hybrid_batch(hybrid, fusion, k=DEPTH)
+            timings, "hybrid", lambda: hybrid.search(texts, k=DEPTH, sparse=sparse_queries, dense=dense_legs)
         )
         exact_runs["hybrid"] = _timed(
-            timings, "exact_hybrid", lambda: _exact_hybrid(exact, hybrid, fusion, runs.get("bm25"))
+            timings, "exact_hybrid", lambda: _exact_hybrid(exact, queries, fusion, runs.get("bm25"))
         )
 
     def metrics(results: list[list[SearchHit]]) -> dict[str, float]:
@@ -244,7 +228,7 @@ def run_eval(
         return {name: round(value, 6) for name, value in evaluate(run, dataset.qrels).items()}
 
     return EvalReport(
-        backend=getattr(backend, "name", type(backend).__name__),
+        backend=backend.name,
         modes={mode: metrics(results) for mode, results in runs.items()},
         exact={mode: metrics(results) for mode, results in exact_runs.items()},
         active_dims={

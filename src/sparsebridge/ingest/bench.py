@@ -24,8 +24,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from sparsebridge.backends.base import Backend
+from sparsebridge.backends.targets import redact_uri
 from sparsebridge.encoder import Encoder
-from sparsebridge.ingest.pipeline import IngestStats, ingest
+from sparsebridge.ingest.options import PipelineOptions, RunOptions
+from sparsebridge.ingest.pipeline import ingest
+from sparsebridge.ingest.run import IngestStats
 from sparsebridge.types import Document, SparseVector
 
 __all__ = ["BenchResult", "bench_ingest", "synthetic_documents"]
@@ -111,7 +114,8 @@ def bench_ingest(
     Args:
         encoder: The encoder to measure.
         backend_factory: ``f(name) -> Backend``: a fresh, empty index/collection per phase.
-        target: A description of the target, for the record.
+        target: The target URI, recorded as :func:`~sparsebridge.backends.targets.redact_uri`
+            shows it (no credentials).
         docs: Documents of the full pipeline run (the memory high-water mark is taken there).
         encode_docs: Documents of the encode-only run.
         sink_docs: Documents of the sink-only run.
@@ -121,6 +125,8 @@ def bench_ingest(
     """
     if batch_size is None:
         batch_size = encoder.suggested_batch_size
+    layout = PipelineOptions(batch_size=batch_size, writers=writers)
+    keep_going = RunOptions(max_dead_letter_fraction=1.0)  # synthetic input: nothing to refuse
     warm = list(synthetic_documents(min(512, encode_docs), seed=99))
     encoder.encode_documents([d.text for d in warm])  # load kernels, warm the allocator
 
@@ -143,9 +149,8 @@ def bench_ingest(
             sink_corpus,
             encoder=cast(Encoder, _PreEncoded(vectors)),
             backend=backend,
-            batch_size=batch_size,
-            writers=writers,
-            max_dead_letter_fraction=1.0,
+            pipeline=layout,
+            run=keep_going,
         )
     finally:
         backend.close()
@@ -165,10 +170,9 @@ def bench_ingest(
             synthetic_documents(docs, seed=3, prefix="full"),
             encoder=encoder,
             backend=backend,
-            batch_size=batch_size,
-            writers=writers,
+            pipeline=layout,
+            run=keep_going,
             on_progress=sample,
-            max_dead_letter_fraction=1.0,
         )
     finally:
         backend.close()
@@ -176,7 +180,7 @@ def bench_ingest(
     pipeline_rate = full.written / full.elapsed_s
     log(f"pipeline: {pipeline_rate:.0f} docs/s ({full.summary()})")
     result = BenchResult(
-        target=target,
+        target=redact_uri(target),
         machine=f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         cores=os.cpu_count() or 1,
         device=str(encoder.device),

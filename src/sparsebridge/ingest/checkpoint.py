@@ -16,9 +16,8 @@ A checkpoint names what it is about, and a resume must match both: ``target`` is
 identity of where the run writes (:func:`target_identity`: scheme, ``host:port`` or the resolved
 storage directory, collection or index; :func:`same_target` compares two), ``input`` a
 fingerprint of the input file (:class:`InputFingerprint`: size, modification time, a hash of its
-first and last MiB). Resuming
-into another place would skip documents that place never received; resuming over an input that
-changed at the same path would skip or repeat whatever moved.
+first and last MiB). Resuming into another place would skip documents that place never received;
+resuming over an input that changed at the same path would skip or repeat whatever moved.
 
 ``RUN_DIR/lock`` is held (``fcntl.flock``, exclusive) by the one process that runs in the directory
 (:class:`RunDirLock`) and holds its pid; the OS releases it when that process ends, killed or not.
@@ -35,10 +34,11 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from sparsebridge.backends.base import Backend, Located
+from sparsebridge.backends.base import Located
 from sparsebridge.backends.lucene import LuceneBackend
 from sparsebridge.backends.targets import Target, parse_target
 from sparsebridge.errors import InputError
+from sparsebridge.ingest.sink import Sink
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -193,7 +193,7 @@ class InputFingerprint:
         return changes
 
 
-def target_identity(backend: Backend) -> str:
+def target_identity(backend: Sink) -> str:
     """Where ``backend`` writes, in full: the identity of its ``location`` (:meth:`Target.identity`).
 
     That is the scheme, ``host:port`` of a server (the port made explicit) or the resolved storage
@@ -211,7 +211,7 @@ def target_identity(backend: Backend) -> str:
     return f"{backend.name}:" if location is None else location.identity()
 
 
-def _location(backend: Backend) -> Target | None:
+def _location(backend: Sink) -> Target | None:
     if isinstance(backend, Located):
         return backend.location
     if isinstance(backend, LuceneBackend):  # its location, built from its cluster target
@@ -290,6 +290,12 @@ class DeadLetterFile:
     def write(self, letter: DeadLetter) -> None:
         """Append one record (buffered until :meth:`sync`)."""
         self._handle.write(json.dumps(letter.to_json(), ensure_ascii=False) + "\n")
+
+    def clear(self) -> None:
+        """Empty the file (its records are about to be written again)."""
+        self._handle.flush()
+        self._handle.seek(0)
+        self._handle.truncate(0)
 
     def sync(self) -> int:
         """Flush and fsync; returns the file's length in bytes."""

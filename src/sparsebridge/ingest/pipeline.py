@@ -8,7 +8,8 @@
         | queue (queue_batches batches)
     writer threads     backend.write(batch), ``writers`` of them at once
         |
-    tracker            in input order: dead-letter records, then the checkpoint
+    tracker            in input order: counters and dead-letter records, then the checkpoint
+                       (:class:`~sparsebridge.ingest.run.Tracker`, into the run)
 
 Every queue is bounded, so a slow sink blocks the encoder and the reader instead of filling
 memory: at most ``(2 * queue_batches + writers + 2) * batch_size`` documents are in flight.
@@ -29,9 +30,12 @@ they are counted (``IngestStats.truncated``), not refused. Any other failure (fa
 error, blocked index, retries exhausted) stops the run: in-flight writes finish, the
 checkpoint covers what was acknowledged, and the error is raised.
 
-The stages themselves (read, encode, write one batch) are in :mod:`sparsebridge.ingest.stages`;
-this module runs them on threads and tracks the checkpoint. ``short_gil_switches=True`` lowers the
-interpreter's GIL switch interval while a run is in progress (process-wide; see :func:`ingest`).
+The stages themselves (read, encode, write one batch) are in :mod:`sparsebridge.ingest.stages`,
+the run (counters, checkpoint, dead letters, the run dir) in :mod:`sparsebridge.ingest.run`, the
+options in :mod:`sparsebridge.ingest.options`; this module runs the stages on threads, with bounded
+queues, and handles signals. ``short_gil_switches=True`` lowers the interpreter's GIL switch
+interval while a run is in progress (process-wide; see
+:class:`~sparsebridge.ingest.options.PipelineOptions`).
 """
 
 from __future__ import annotations
@@ -44,42 +48,38 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparsebridge.backends.base import Backend, WriteStats
 from sparsebridge.backends.model_identity import ModelIdentity, check_model
-from sparsebridge.errors import DeadLetterLimitError, InputError
-from sparsebridge.ingest.checkpoint import (
-    DEAD_LETTER_NAME,
-    Checkpoint,
-    DeadLetter,
-    DeadLetterFile,
-    InputFingerprint,
-    RunDirLock,
-    same_target,
-    target_identity,
+from sparsebridge.errors import DeadLetterLimitError
+from sparsebridge.ingest.checkpoint import target_identity
+from sparsebridge.ingest.options import (
+    SHORT_SWITCH_INTERVAL_S,
+    PipelineOptions,
+    PipelineShortcuts,
+    Pruning,
+    PruningShortcuts,
+    RunOptions,
+    RunShortcuts,
+    grouped,
+    unknown_keywords,
 )
-from sparsebridge.ingest.sources import DictSource, ItemSource
+from sparsebridge.ingest.run import IngestStats, Run, Tracker
+from sparsebridge.ingest.sink import Sink
+from sparsebridge.ingest.sources import DictSource, ItemSource, input_name
 from sparsebridge.ingest.stages import Batch, TokenCounter, encode_batch, read_batches, write_batch
 from sparsebridge.types import Document
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from sparsebridge.encoder import Encoder
     from sparsebridge.encoder.dense import DenseEncoder
 
-__all__ = ["SHORT_SWITCH_INTERVAL_S", "DeadLetterLimitError", "IngestStats", "ingest"]
+__all__ = ["SHORT_SWITCH_INTERVAL_S", "DeadLetterLimitError", "IngestShortcuts", "IngestStats", "ingest"]
 
 logger = logging.getLogger(__name__)
-
-SHORT_SWITCH_INTERVAL_S = 0.0005
-"""The GIL switch interval a run with ``short_gil_switches=True`` sets (at most)."""
-
-_MIN_ITEMS_FOR_FRACTION = 1000
-_KEPT_DEAD_LETTERS = 1000
 
 
 class _ShortGilSwitches:
@@ -107,88 +107,22 @@ class _ShortGilSwitches:
 _short_gil_switches = _ShortGilSwitches()
 
 
-@dataclass
-class IngestStats:
-    """What a run did, live (``on_progress``) and at the end.
-
-    ``written`` items acknowledged by the engine; ``stale`` refused because the engine holds the
-    same or a newer run's version; ``dead_lettered`` never written (bad input or refused by the
-    engine; the first ``dead_letters`` are kept here too); ``truncated`` texts longer than the
-    model's limit; ``retries`` item re-sends; ``position`` the checkpoint (items done, in input
-    order, counting from the start of the input); ``skipped`` items a resume skipped;
-    ``in_flight`` items read and not yet finished by a writer (bounded by the queues).
-    """
-
-    written: int = 0
-    batches: int = 0
-    stale: int = 0
-    retries: int = 0
-    dead_lettered: int = 0
-    truncated: int = 0
-    read: int = 0
-    skipped: int = 0
-    position: int = 0
-    run_number: int | None = None
-    writers: int = 1
-    elapsed_s: float = 0.0
-    encode_busy_s: float = 0.0
-    write_busy_s: float = 0.0
-    interrupted: bool = False
-    in_flight: int = 0
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-
-    @property
-    def docs_per_s(self) -> float:
-        """Items done per second of wall time in this run."""
-        return (self.position - self.skipped) / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def encode_busy(self) -> float:
-        """Fraction of the wall time the encoder was working (not waiting for input or room)."""
-        return self.encode_busy_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def write_busy(self) -> float:
-        """Fraction of the writers' wall time spent in ``backend.write`` (averaged over writers)."""
-        return self.write_busy_s / (self.elapsed_s * self.writers) if self.elapsed_s > 0 else 0.0
-
-    def summary(self) -> str:
-        """One line for people."""
-        return (
-            f"{self.written} written, {self.stale} stale, {self.dead_lettered} dead-lettered, "
-            f"{self.truncated} truncated, {self.retries} retries in {self.elapsed_s:.1f}s "
-            f"({self.docs_per_s:.0f} docs/s; encoder busy {self.encode_busy:.0%}, "
-            f"writers busy {self.write_busy:.0%})"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """Every counter and rate as JSON (dead-letter records excluded: they are in their file)."""
-        data = asdict(self)
-        del data["dead_letters"]
-        data.update(docs_per_s=self.docs_per_s, encode_busy=self.encode_busy, write_busy=self.write_busy)
-        return data
+class IngestShortcuts(RunShortcuts, PipelineShortcuts, PruningShortcuts, total=False):
+    """Every field of :func:`ingest`'s option groups, as a keyword of its own."""
 
 
 def ingest(
     documents: Iterable[Document] | Iterable[dict[str, Any]] | ItemSource,
     *,
     encoder: Encoder,
-    backend: Backend,
-    batch_size: int | None = None,
-    top_k: int | None = None,
-    min_weight: float = 0.0,
-    on_batch: Callable[[int], None] | None = None,
+    backend: Sink,
     dense_encoder: DenseEncoder | None = None,
-    run_dir: Path | None = None,
-    resume: bool = False,
-    run_number: int | None = None,
-    writers: int = 2,
-    queue_batches: int = 2,
-    max_dead_letter_fraction: float = 0.01,
+    run: RunOptions | None = None,
+    pipeline: PipelineOptions | None = None,
+    pruning: Pruning | None = None,
+    on_batch: Callable[[int], None] | None = None,
     on_progress: Callable[[IngestStats], None] | None = None,
-    handle_signals: bool = False,
-    short_gil_switches: bool = False,
-    allow_model_mismatch: bool = False,
+    **shortcuts: Unpack[IngestShortcuts],
 ) -> IngestStats:
     """Check the backend's schema, then read, encode and write ``documents`` with overlapped stages.
 
@@ -196,43 +130,26 @@ def ingest(
         documents: Documents, dicts (``id``, ``text``, other fields as metadata; a Hugging Face
             ``datasets.Dataset`` is one), or a source with ``items()`` (:mod:`~sparsebridge.ingest.sources`).
         encoder: The sparse encoder.
-        backend: Where to write; its schema is checked before any encoding.
-        batch_size: Items per batch (encoder call and ``backend.write`` call); by default the
-            encoder's ``suggested_batch_size`` (16,384 per GPU, 256 on a CPU).
-        top_k: Keep at most this many weights per vector.
-        min_weight: Drop weights <= this.
-        on_batch: Called from the calling thread with the number of items newly done.
+        backend: Where to write (any :class:`~sparsebridge.backends.Backend`, or another
+            :class:`~sparsebridge.ingest.sink.Sink`); its schema is checked before any encoding.
         dense_encoder: Also store a dense embedding of each document.
-        run_dir: Where the checkpoint and the dead-letter file live (none: dead letters are kept
-            in ``IngestStats.dead_letters`` only, and the run cannot be resumed). The run holds
-            its lock throughout (:class:`~sparsebridge.ingest.checkpoint.RunDirLock`).
-        resume: Continue the run whose checkpoint is in ``run_dir``, with its run number.
-        run_number: The version every write carries (default: a new run takes the larger of the
-            time in milliseconds and the previous run number in ``run_dir`` plus one).
-        writers: Concurrent ``backend.write`` calls.
-        queue_batches: Batches each queue between stages holds.
-        max_dead_letter_fraction: Stop when more than this fraction of items is dead-lettered.
+        run: The run: its directory (checkpoint, dead letters, resume), run number, dead-letter
+            limit, model check (:class:`~sparsebridge.ingest.options.RunOptions`).
+        pipeline: Batch size, writers, queues, signals, GIL switches
+            (:class:`~sparsebridge.ingest.options.PipelineOptions`).
+        pruning: Which weights each vector keeps (:class:`~sparsebridge.ingest.options.Pruning`).
+        on_batch: Called from the calling thread with the number of items newly done.
         on_progress: Called from the calling thread with live stats, at most about twice a second
             (while it encodes a batch, after that batch).
-        handle_signals: On SIGINT/SIGTERM (main thread only), stop reading, finish the batches in
-            flight, write the checkpoint and return with ``interrupted=True``.
-        short_gil_switches: While the run is in progress, lower the interpreter's GIL switch
-            interval to :data:`SHORT_SWITCH_INTERVAL_S` (0.5 ms). This is process-wide state:
-            every thread of the process switches more often until the last such run ends, when
-            the previous interval is restored. It lets the encoder take the GIL back quickly from
-            the reader and the writers (it gives the GIL up for every torch operation, and with
-            the default 5 ms interval waits up to 5 ms for it while the torch threads idle);
-            on a 2-core CPU writing to embedded Qdrant that was 5-15% of the encoder's rate.
-            Off by default; the ``sparsebridge`` CLI, which owns its process, turns it on.
-        allow_model_mismatch: Write even when the target records another model
-            (:mod:`~sparsebridge.backends.model_identity`); by default that is refused.
+        **shortcuts: Any field of the three groups as a keyword of its own (``run_dir=...``,
+            ``writers=...``, ``top_k=...``): it replaces that field of its group.
 
     Returns:
         The counters of this run (see :class:`IngestStats`).
 
     Raises:
-        InputError: Another run holds ``run_dir`` (in this process or another), or it cannot be
-            written.
+        InputError: Another run holds the run directory (in this process or another), or it cannot
+            be written.
         SchemaMismatchError: The existing index or collection does not match, or records another
             model (before any encoding).
         DeadLetterLimitError: Too many dead-lettered items.
@@ -241,163 +158,62 @@ def ingest(
 
     Example:
         >>> stats = ingest([{"id": 1, "text": "hello"}], encoder=enc, backend=b)  # doctest: +SKIP
-        >>> stats.written  # doctest: +SKIP
-        1
+        >>> stats = ingest(docs, encoder=enc, backend=b, run=RunOptions(run_dir=Path("runs/docs")),
+        ...                pipeline=PipelineOptions(writers=4))  # doctest: +SKIP
     """
-    if batch_size is None:
-        batch_size = int(getattr(encoder, "suggested_batch_size", 256))
-    _check_options(batch_size, writers, queue_batches, max_dead_letter_fraction, run_number)
+    unknown_keywords(shortcuts, RunOptions, PipelineOptions, Pruning)
+    run = grouped(run or RunOptions(), shortcuts)
+    layout = grouped(pipeline or PipelineOptions(), shortcuts)
+    pruning = grouped(pruning or Pruning(), shortcuts)
+    batch_size = layout.batch_size or int(getattr(encoder, "suggested_batch_size", 256))
     source: ItemSource = documents if isinstance(documents, ItemSource) else DictSource(documents)
-    source_name = str(getattr(source, "path", "") or "")
-    with run_dir_lock(run_dir):  # one run at a time in a run dir
-        checkpoint, dead_letter = open_run(run_dir, resume, run_number, source_name, describe_target(backend))
-
+    source_name = input_name(source)
+    # the target is recorded where a checkpoint is saved, and compared on resume
+    target = target_identity(backend) if run.run_dir is not None else ""
+    with Run.open(run, source=source_name, target=target, writers=layout.writers) as state:
         backend.ensure_schema()  # preflight: a wrong schema or another model fails before any encoding
-        check_model(backend, ModelIdentity.of(encoder), record=True, allow_mismatch=allow_model_mismatch)
-
-        stats = IngestStats(
-            run_number=checkpoint.run_number,
-            writers=writers,
-            skipped=checkpoint.position,
-            position=checkpoint.position,
-        )
-        tracker = _Tracker(checkpoint, run_dir, dead_letter, stats, max_dead_letter_fraction)
-        if checkpoint.done:
-            logger.info("run %d is already complete; nothing to do", checkpoint.run_number)
-            tracker.close()
-            return stats
+        check_model(backend, ModelIdentity.of(encoder), record=True, allow_mismatch=run.allow_model_mismatch)
+        if state.done:
+            logger.info("run %d is already complete; nothing to do", state.checkpoint.run_number)
+            return state.stats
         encode = functools.partial(
             encode_batch,
             encoder=encoder,
             dense_encoder=dense_encoder,
-            top_k=top_k,
-            min_weight=min_weight,
-            run_number=checkpoint.run_number,
+            top_k=pruning.top_k,
+            min_weight=pruning.min_weight,
+            run_number=state.checkpoint.run_number,
         )
-        pipeline = _Pipeline(
-            tracker, encode=encode, backend=backend, writers=writers, queue_batches=queue_batches
+        threads = _Pipeline(
+            Tracker(state),
+            encode=encode,
+            backend=backend,
+            writers=layout.writers,
+            queue_batches=layout.queue_batches,
         )
         batches = read_batches(
             source,
             batch_size=batch_size,
-            start=checkpoint.position,
+            start=state.checkpoint.position,
             tokens=TokenCounter.for_encoder(encoder),
-            stopped=pipeline.stopped,
+            stopped=threads.stopped,
         )
-        progress = _Progress(stats, on_batch, on_progress)
-        restore = _install_signals(pipeline.stop) if handle_signals else None
+        progress = _Progress(state.stats, on_batch, on_progress)
+        restore = _install_signals(threads.stop) if layout.handle_signals else None
         try:
-            with _short_gil_switches if short_gil_switches else contextlib.nullcontext():
-                pipeline.run(batches, progress.tick)
+            with _short_gil_switches if layout.short_gil_switches else contextlib.nullcontext():
+                threads.run(batches, progress.tick)
         finally:
             if restore is not None:
                 restore()
-        return _finish(pipeline, tracker, progress)
-
-
-def _check_options(
-    batch_size: int, writers: int, queue_batches: int, max_dead_letter_fraction: float, run_number: int | None
-) -> None:
-    if batch_size <= 0 or writers <= 0 or queue_batches <= 0:
-        raise ValueError("batch_size, writers and queue_batches must be positive")
-    if not 0 <= max_dead_letter_fraction <= 1:
-        raise ValueError("max_dead_letter_fraction must be in [0, 1]")
-    if run_number is not None and (isinstance(run_number, bool) or run_number <= 0):
-        raise ValueError("run_number must be a positive integer")
-
-
-class _Tracker:
-    """Finishes batches in input order: dead-letter records, counters, then the checkpoint.
-
-    Writers finish batches in any order; the checkpoint advances to the end of the longest run of
-    finished batches from the start (see :mod:`sparsebridge.ingest.checkpoint`). ``lock`` guards
-    the stats too.
-    """
-
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        run_dir: Path | None,
-        dead_letter: DeadLetterFile | None,
-        stats: IngestStats,
-        max_fraction: float,
-    ) -> None:
-        self.checkpoint = checkpoint
-        self.run_dir = run_dir
-        self.dead_letter = dead_letter
-        self.stats = stats
-        self.max_fraction = max_fraction
-        self.lock = threading.Lock()
-        self._next_seq = 0
-        self._completed: dict[int, tuple[Batch, WriteStats]] = {}
-        self._reasons: Counter[str] = Counter()
-
-    def complete(self, batch: Batch, written: WriteStats) -> None:
-        """Record a finished batch; advance the checkpoint over every contiguous finished batch.
-
-        Raises:
-            DeadLetterLimitError: Too many items dead-lettered so far (from 1,000 items on).
-        """
-        batch.docs, batch.records = [], []  # done: keep only the counts and the dead letters
-        with self.lock:
-            self.stats.in_flight -= batch.size
-            self._completed[batch.seq] = (batch, written)
-            if self._next_seq not in self._completed:
-                return
-            while self._next_seq in self._completed:
-                done, ws = self._completed.pop(self._next_seq)
-                self._next_seq += 1
-                self._account(done, ws)
-            self._save()
-            if self.checkpoint.position >= _MIN_ITEMS_FOR_FRACTION:
-                self.check_fraction()
-
-    def _account(self, batch: Batch, written: WriteStats) -> None:
-        cp, stats = self.checkpoint, self.stats
-        cp.written += written.written
-        cp.stale += written.stale
-        cp.truncated += batch.truncated
-        cp.position = batch.end
-        stats.written += written.written
-        stats.stale += written.stale
-        stats.truncated += batch.truncated
-        stats.batches += 1
-        for letter in sorted(batch.letters, key=lambda d: d.position):
-            cp.dead_lettered += 1
-            stats.dead_lettered += 1
-            self._reasons[letter.type] += 1
-            if self.dead_letter is not None:
-                self.dead_letter.write(letter)
-            if len(stats.dead_letters) < _KEPT_DEAD_LETTERS:
-                stats.dead_letters.append(letter)
-        stats.position = cp.position
-
-    def _save(self) -> None:
-        if self.dead_letter is not None:
-            self.checkpoint.dead_letter_bytes = self.dead_letter.sync()
-        if self.run_dir is not None:
-            self.checkpoint.save(self.run_dir)
-
-    def save(self) -> None:
-        """Sync the dead-letter file, then write the checkpoint."""
-        with self.lock:
-            self._save()
-
-    def close(self) -> None:
-        """Close the dead-letter file."""
-        if self.dead_letter is not None:
-            self.dead_letter.close()
-
-    def check_fraction(self) -> None:
-        """Raise :class:`DeadLetterLimitError` if more than the allowed fraction was dead-lettered."""
-        cp = self.checkpoint
-        if cp.position and cp.dead_lettered > self.max_fraction * cp.position:
-            reasons = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in self._reasons.most_common())
-            raise DeadLetterLimitError(
-                f"{cp.dead_lettered} of {cp.position} items were dead-lettered ({reasons}), more than "
-                f"the allowed fraction {self.max_fraction}; the run stopped (checkpoint at {cp.position}, "
-                f"{cp.written} written)"
+        try:
+            return state.finish(
+                threads.error,
+                elapsed_s=time.perf_counter() - progress.started,
+                interrupted=threads.stop.is_set(),
             )
+        finally:
+            progress.finish()
 
 
 class _Stop(Exception):
@@ -411,17 +227,18 @@ class _Pipeline:
     the thread that made it, and the calling thread has usually made one already, loading or
     using the model; a second pool in a new thread makes libgomp count more threads than cores
     and park its workers after ~1,000 spins instead of ~300,000, so every parallel region waits
-    on a futex wake-up: 5-10% of the encode rate on a 2-core CPU) and feeds ``encoded_q``;
+    on a futex wake-up; bench/results/ingest-cpu-2core.md has the measurements) and feeds
+    ``encoded_q``;
     ``writers`` writer threads write and hand each batch to the tracker. The first error aborts
     every stage (``abort``); a signal stops the reading only (``stop``).
     """
 
     def __init__(
         self,
-        tracker: _Tracker,
+        tracker: Tracker,
         *,
         encode: Callable[[Batch], None],
-        backend: Backend,
+        backend: Sink,
         writers: int,
         queue_batches: int,
     ) -> None:
@@ -462,12 +279,9 @@ class _Pipeline:
         self.abort.set()
 
     def _read(self, batches: Iterator[Batch]) -> None:
-        stats = self.tracker.stats
         try:
             for batch in batches:
-                with self.tracker.lock:
-                    stats.read += batch.size
-                    stats.in_flight += batch.size
+                self.tracker.read(batch)
                 self._put(self.read_q, batch)
             self._put(self.read_q, None)
         except _Stop:
@@ -476,13 +290,11 @@ class _Pipeline:
             self._fail(e)
 
     def _encode(self, tick: Callable[[], None]) -> None:
-        stats = self.tracker.stats
         try:
             while (batch := self._get(self.read_q, tick)) is not None:
                 started = time.perf_counter()
                 self.encode(batch)
-                with self.tracker.lock:
-                    stats.encode_busy_s += time.perf_counter() - started
+                self.tracker.busy(encode_s=time.perf_counter() - started)
                 tick()
                 self._put(self.encoded_q, batch, tick)
             for _ in range(self.writers):
@@ -496,14 +308,11 @@ class _Pipeline:
             raise
 
     def _write(self) -> None:
-        stats = self.tracker.stats
         try:
             while (batch := self._get(self.encoded_q)) is not None:
                 started = time.perf_counter()
                 written = write_batch(batch, self.backend)
-                with self.tracker.lock:
-                    stats.write_busy_s += time.perf_counter() - started
-                    stats.retries += written.retries
+                self.tracker.busy(write_s=time.perf_counter() - started)
                 self.tracker.complete(batch, written)
         except _Stop:
             pass
@@ -568,84 +377,6 @@ class _Progress:
             self.on_batch(self.stats.position - self._reported)
         if self.on_progress is not None:
             self.on_progress(self.stats)
-
-
-def _finish(pipeline: _Pipeline, tracker: _Tracker, progress: _Progress) -> IngestStats:
-    """Close the run: the final fraction check, ``done``, the last checkpoint; raise the run's error."""
-    stats, checkpoint = tracker.stats, tracker.checkpoint
-    stats.elapsed_s = time.perf_counter() - progress.started
-    error = pipeline.error
-    stats.interrupted = pipeline.stop.is_set() and error is None
-    try:
-        if error is None and not stats.interrupted:
-            try:
-                tracker.check_fraction()
-            except DeadLetterLimitError as e:
-                error = e
-            else:
-                checkpoint.done = True
-        tracker.save()
-    finally:
-        tracker.close()
-    progress.finish()
-    if error is not None:
-        raise error
-    if stats.read == 0 and checkpoint.position == 0:
-        raise InputError("no documents")
-    logger.info("run %d: %s", checkpoint.run_number, stats.summary())
-    return stats
-
-
-def run_dir_lock(run_dir: Path | None) -> contextlib.AbstractContextManager[Any]:
-    """The run dir's lock (:class:`RunDirLock`) held for a whole run; nothing without a run dir."""
-    return RunDirLock(run_dir) if run_dir is not None else contextlib.nullcontext()
-
-
-def describe_target(backend: Backend) -> str:
-    """The target a run writes to, as recorded in its checkpoint (:func:`target_identity`)."""
-    return target_identity(backend)
-
-
-def open_run(
-    run_dir: Path | None, resume: bool, run_number: int | None, source: str, target: str
-) -> tuple[Checkpoint, DeadLetterFile | None]:
-    """The checkpoint and dead-letter file of a new run, or of the run to resume, in ``run_dir``.
-
-    Raises:
-        InputError: Nothing to resume, or the run in ``run_dir`` was for another input or target.
-        ValueError: ``resume`` without a run directory, or another run number than the run's.
-    """
-    previous = Checkpoint.load(run_dir) if run_dir is not None else None
-    if resume:
-        if run_dir is None:
-            raise ValueError("resume needs a run directory")
-        if previous is None:
-            raise InputError(f"no checkpoint to resume in {run_dir}")
-        if run_number is not None and run_number != previous.run_number:
-            raise ValueError(f"the run to resume has run number {previous.run_number}, not {run_number}")
-        for what, old, new in (("input", previous.source, source), ("target", previous.target, target)):
-            if old and new and old != new and not (what == "target" and same_target(old, new)):
-                raise InputError(f"the run in {run_dir} was for {what} {old!r}, not {new!r}")
-        recorded = previous.input
-        changes = InputFingerprint.of(Path(source)).changes(recorded) if source and recorded else []
-        if changes:
-            raise InputError(
-                f"the input changed since the run in {run_dir} began ({', '.join(changes)}): a resume "
-                "would skip or repeat documents; start a new run (without resume)",
-                source=source,
-            )
-        logger.info("resuming run %d at item %d", previous.run_number, previous.position)
-        letters = DeadLetterFile(run_dir / DEAD_LETTER_NAME, truncate_at=previous.dead_letter_bytes)
-        return previous, letters
-    if run_number is None:
-        run_number = max(int(time.time() * 1000), previous.run_number + 1 if previous else 1)
-    fingerprint = InputFingerprint.of(Path(source)).to_json() if source else {}
-    checkpoint = Checkpoint(run_number, source=source, target=target, input=fingerprint)
-    if run_dir is None:
-        return checkpoint, None
-    letters = DeadLetterFile(run_dir / DEAD_LETTER_NAME)
-    checkpoint.save(run_dir)
-    return checkpoint, letters
 
 
 def _install_signals(stop: threading.Event) -> Callable[[], None] | None:

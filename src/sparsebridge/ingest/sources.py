@@ -27,6 +27,7 @@ __all__ = [
     "JsonlSource",
     "ParquetSource",
     "check_source",
+    "input_name",
     "open_source",
 ]
 
@@ -58,6 +59,11 @@ class ItemSource(Protocol):
     def items(self) -> Iterator[Document | BadInput]:
         """Every row, in input order, as a document or as what is wrong with it."""
         ...
+
+
+def input_name(source: ItemSource) -> str:
+    """The file a source reads (its ``path``), as a checkpoint records it; empty for an iterable."""
+    return str(getattr(source, "path", "") or "")
 
 
 class _Reject(Exception):

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sparsebridge.backends.base import Backend, Record, WriteStats
+from sparsebridge.backends.base import Record, WriteStats
 from sparsebridge.errors import BulkWriteError
 from sparsebridge.ingest.checkpoint import DeadLetter
+from sparsebridge.ingest.sink import Sink
 from sparsebridge.ingest.sources import BadInput, ItemSource
 from sparsebridge.types import Document
 
@@ -151,7 +152,7 @@ def encode_batch(
             batch.records.append(Record(document, vector, embedding, version=run_number))
 
 
-def write_batch(batch: Batch, backend: Backend) -> WriteStats:
+def write_batch(batch: Batch, backend: Sink) -> WriteStats:
     """Write ``batch.records``; items the engine refuses permanently become dead letters of the batch.
 
     Raises:

@@ -175,7 +175,12 @@ class ElasticsearchDialect:
                 return
             client = backend.client
             response = call_with_retry(
-                lambda: client.transport.perform_request("GET", "/", headers={"accept": "application/json"}),
+                lambda: client.transport.perform_request(
+                    "GET",
+                    "/",
+                    # the client's own headers (its Authorization), without its compatibility Accept
+                    headers={**getattr(client, "_headers", {}), "accept": "application/json"},
+                ),
                 policy=backend.retry,
                 is_transient=backend._is_transient,
                 backend=self.name,
