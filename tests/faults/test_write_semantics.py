@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import urllib.request
 import uuid
@@ -58,8 +59,10 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Bac
         backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path / "edge"), name))
 
         def read_shard() -> dict[str, list[dict[int, float]]]:
-            backend.close()  # releases the shard (the next write reopens it) for an independent read
-            return read_qdrant_edge(str(tmp_path / "edge" / name))
+            # an independent read of what is on disk: a copy of the open shard, its log replayed
+            copy = tmp_path / f"copy-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(tmp_path / "edge" / name, copy)
+            return read_qdrant_edge(str(copy))
 
         yield backend, read_shard
     elif request.param == "postgres":

@@ -106,7 +106,7 @@ def test_points_sent_to_a_server_are_valid_upsert_bodies(encoded: list[Record]) 
     from qdrant_client.http.api.points_api import jsonable_encoder  # what upsert_points sends
 
     from sparsebridge.backends.base import point_id, stored_payload
-    from sparsebridge.backends.qdrant.adapter import _older_than
+    from sparsebridge.backends.qdrant.bodies import CLIENT, plan_writes
 
     backend = QdrantBackend(QdrantTarget("docs", url="http://127.0.0.1:9"), dense_size=2)
     dense = np.array([0.6, 0.8], dtype=np.float32)
@@ -124,12 +124,11 @@ def test_points_sent_to_a_server_are_valid_upsert_bodies(encoded: list[Record]) 
         )
         for r in records
     ]
-    body = jsonable_encoder(
-        models.PointsList(points=backend._points(records, 7), update_filter=_older_than(7))
-    )
-    assert body == jsonable_encoder(models.PointsList(points=validated, update_filter=_older_than(7)))
+    [group] = plan_writes(records, schema=backend.schema, dialect=CLIENT)
+    body = jsonable_encoder(models.PointsList(points=group.points, update_filter=group.condition))
+    assert body == jsonable_encoder(models.PointsList(points=validated, update_filter=CLIENT.older_than(7)))
     assert jsonable_encoder(models.PointsList.model_validate_json(body)) == body  # a valid body
-    assert backend._client is None
+    assert backend._store.opened is None
 
 
 def test_schema_mismatch_is_reported(tmp_path: Path) -> None:
@@ -160,7 +159,7 @@ def test_bad_records_are_rejected_before_any_io(encoded: list[Record]) -> None:
         backend.write([("id", "vector")])  # type: ignore[list-item]
     with pytest.raises(ValueError):
         backend.search(encoded[0].vector, k=0)
-    assert backend._client is None
+    assert backend._store.opened is None
 
 
 def test_unreachable_server_fails_after_bounded_retries() -> None:

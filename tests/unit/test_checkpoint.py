@@ -26,15 +26,15 @@ from sparsebridge.backends import (
 )
 from sparsebridge.errors import BackendError, InputError
 from sparsebridge.ingest import JsonlSource, ingest
-from sparsebridge.ingest.checkpoint import InputFingerprint, target_identity
+from sparsebridge.ingest.checkpoint import InputFingerprint, same_target, target_identity
 from sparsebridge.types import WriteStats
 
 
 class FailingAfter:
-    """Wraps a backend (and shows its target); the write after ``n`` successful ones fails."""
+    """Wraps a backend (and shows its location); the write after ``n`` successful ones fails."""
 
     def __init__(self, inner: QdrantBackend, n: int) -> None:
-        self.inner, self.left, self.name, self.target = inner, n, inner.name, inner.target
+        self.inner, self.left, self.name, self.location = inner, n, inner.name, inner.location
 
     def ensure_schema(self) -> None:
         self.inner.ensure_schema()
@@ -84,7 +84,8 @@ def test_resume_into_another_embedded_store_is_refused(
     _failed_run(encoder, source, tmp_path / "a", run_dir)
     other = QdrantBackend(QdrantTarget("docs", path=str(tmp_path / "b")))
     try:
-        expected = f"was for target 'qdrant:{tmp_path / 'a'}/docs', not 'qdrant:{tmp_path / 'b'}/docs'"
+        a, b = f"qdrant+local://{tmp_path / 'a'}/docs", f"qdrant+local://{tmp_path / 'b'}/docs"
+        expected = f"was for target '{a}', not '{b}'"
         with pytest.raises(InputError, match=re.escape(expected)):
             ingest(
                 JsonlSource(source),
@@ -142,12 +143,43 @@ def test_resume_over_an_input_changed_at_the_same_path_is_refused(encoder: Any, 
         backend.close()
 
 
+def test_a_checkpoint_naming_its_target_as_engine_location_name_still_resumes(
+    encoder: Any, tmp_path: Path
+) -> None:
+    source, run_dir, storage = tmp_path / "docs.jsonl", tmp_path / "run", tmp_path / "q"
+    _write_input(source, 100)
+    _failed_run(encoder, source, storage, run_dir)
+    checkpoint = json.loads((run_dir / "checkpoint.json").read_text())
+    assert checkpoint["target"] == f"qdrant+local://{storage}/docs"
+    checkpoint["target"] = f"qdrant:{storage}/docs"  # the engine:location/name form
+    (run_dir / "checkpoint.json").write_text(json.dumps(checkpoint))
+    with pytest.raises(InputError, match="was for target 'qdrant:"):  # that form names one place only
+        ingest(
+            JsonlSource(source),
+            encoder=encoder,
+            backend=QdrantBackend(QdrantTarget("docs", path=str(tmp_path / "other"))),
+            batch_size=16,
+            run_dir=run_dir,
+            resume=True,
+        )
+    with QdrantBackend(QdrantTarget("docs", path=str(storage))) as backend:
+        stats = ingest(
+            JsonlSource(source), encoder=encoder, backend=backend, batch_size=16, run_dir=run_dir, resume=True
+        )
+        assert (stats.skipped, stats.written, backend.count()) == (32, 68, 100)
+
+
 def test_target_identity_names_scheme_host_port_and_resolved_directory(tmp_path: Path) -> None:
     def lucene(cls: Any, url: str, index: str = "docs") -> str:
         return target_identity(cls(ClusterTarget(index, url=url)))
 
-    assert lucene(OpenSearchBackend, "http://node-a:9200") == "opensearch:http://node-a:9200/docs"
-    assert lucene(OpenSearchBackend, "http://node-a") == "opensearch:http://node-a:80/docs"
+    assert lucene(OpenSearchBackend, "http://node-a:9200") == "opensearch://node-a:9200/docs"
+    assert lucene(OpenSearchBackend, "http://node-a") == "opensearch://node-a:80/docs"
+    assert lucene(OpenSearchBackend, "https://node-a:9200") == "opensearch+https://node-a:9200/docs"
+    assert same_target("opensearch:http://node-a:9200/docs", lucene(OpenSearchBackend, "http://node-a:9200"))
+    assert not same_target(
+        "opensearch:http://node-a:9200/docs", lucene(OpenSearchBackend, "http://node-b:9200")
+    )
     identities = {
         lucene(OpenSearchBackend, "http://node-a:9200"),
         lucene(OpenSearchBackend, "http://node-a:9201"),

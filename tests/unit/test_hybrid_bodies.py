@@ -11,7 +11,7 @@ from sparsebridge.backends import QdrantBackend, QdrantTarget, Record
 from sparsebridge.backends.elasticsearch import bodies as es
 from sparsebridge.backends.lucene import bodies
 from sparsebridge.backends.opensearch import bodies as os_
-from sparsebridge.backends.qdrant.bodies import hybrid_request, is_native, leg_requests
+from sparsebridge.backends.qdrant.bodies import CLIENT, hybrid_legs
 from sparsebridge.errors import InputError
 from sparsebridge.query import Fusion, FusionMethod, HybridQuery
 from sparsebridge.types import Document, SparseVector
@@ -40,35 +40,13 @@ PREFETCH = [
 ]
 
 
-def test_qdrant_rrf_prefetch_per_leg_and_explicit_k() -> None:
-    body = dump(hybrid_request(QUERY, Fusion(FusionMethod.RRF, k=60), limit=100, **NAMES))
-    assert body == {
-        "prefetch": PREFETCH,
-        "query": {"rrf": {"k": 61}},  # our 1-based k=60 is Qdrant's 0-based k=61
-        "limit": 100,
-        "with_payload": True,
-    }
-
-
-def test_qdrant_dbsf_and_weighted_sum_formula() -> None:
-    body = dump(hybrid_request(QUERY, Fusion(FusionMethod.DBSF), limit=10, **NAMES))
-    assert body["query"] == {"fusion": "dbsf"} and body["prefetch"] == PREFETCH
-    body = dump(hybrid_request(QUERY, Fusion(FusionMethod.SUM, weights=(0.7, 0.3)), limit=10, **NAMES))
-    assert body["query"] == {
-        "formula": {"sum": [{"mult": [0.7, "$score[0]"]}, {"mult": [0.3, "$score[1]"]}]},
-        "defaults": {"$score[0]": 0.0, "$score[1]": 0.0},
-    }
-
-
-def test_qdrant_native_only_where_the_definitions_coincide() -> None:
-    assert is_native(Fusion(FusionMethod.RRF, k=2)) and is_native(Fusion(FusionMethod.DBSF))
-    assert not is_native(Fusion(FusionMethod.RRF, weights=(2.0, 1.0)))  # Qdrant weighs ranks, not terms
-    assert not is_native(Fusion(FusionMethod.MINMAX)) and not is_native(Fusion(FusionMethod.ZSCORE))
-    with pytest.raises(ValueError, match="not computed natively"):
-        hybrid_request(QUERY, Fusion(FusionMethod.MINMAX), limit=10, **NAMES)
-    assert [dump(r) for r in leg_requests(QUERY, **NAMES)] == [{**p, "with_payload": True} for p in PREFETCH]
+def test_qdrant_fetches_each_leg_with_an_explicit_limit_and_has_no_bm25_leg() -> None:
+    # hybrid queries are fused client-side (sparsebridge.query.fusion): one nearest request per leg
+    legs = hybrid_legs(QUERY, **NAMES)
+    requests = [CLIENT.nearest(v, using=using, limit=50, with_payload=True) for v, using in legs]
+    assert [dump(r) for r in requests] == [{**p, "with_payload": True} for p in PREFETCH]
     with pytest.raises(ValueError, match="no BM25 leg"):
-        leg_requests(HybridQuery(sparse=SPARSE, text="red planet"), **NAMES)
+        hybrid_legs(HybridQuery(sparse=SPARSE, text="red planet"), **NAMES)
 
 
 def test_opensearch_hybrid_and_pipelines() -> None:
@@ -195,4 +173,4 @@ def test_record_dense_is_validated_and_checked_before_any_network_call(tmp_path:
     plain = QdrantBackend(QdrantTarget("docs", path=str(tmp_path)))
     with pytest.raises(InputError, match="has a dense vector but the collection"):
         plain.write([record])
-    assert backend._client is None and plain._client is None  # refused before a client existed
+    assert backend._store.opened is None and plain._store.opened is None  # refused before a client existed

@@ -80,9 +80,9 @@ def test_a_restarted_run_counts_from_zero_and_rewrites_its_dead_letters(tmp_path
 
 
 def test_an_empty_input_is_refused_after_the_checkpoint_is_saved(tmp_path: Path) -> None:
-    with Run.open(RunOptions(run_dir=tmp_path), source="", target="memory:", writers=1) as run:
-        with pytest.raises(InputError, match="no documents"):
-            run.finish(None, elapsed_s=0.1)
+    empty = pytest.raises(InputError, match="no documents")
+    with Run.open(RunOptions(run_dir=tmp_path), source="", target="memory:", writers=1) as run, empty:
+        run.finish(None, elapsed_s=0.1)
     assert Checkpoint.load(tmp_path) is not None
 
 

@@ -10,12 +10,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from sparsebridge.backends.targets import Target
 from sparsebridge.query.fusion import Fusion
 from sparsebridge.query.hybrid import HybridQuery
 from sparsebridge.types import Document, SearchHit, SparseVector, WriteStats, check_dense
 
 __all__ = [
     "Backend",
+    "Located",
     "Record",
     "SupportsBatchSearch",
     "SupportsDenseSearch",
@@ -122,6 +124,14 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release clients and locks."""
         ...
+
+
+@runtime_checkable
+class Located(Protocol):
+    """A backend that keeps the parsed target it writes to as ``location`` (a backend built without
+    a URI builds it from its own configuration)."""
+
+    location: Target
 
 
 # Optional capabilities: a backend implements those it can; callers check with isinstance().

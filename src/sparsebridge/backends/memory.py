@@ -9,8 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sparsebridge.backends.base import Record, WriteStats, stored_payload
+from sparsebridge.backends.targets import Target, parse_target
 from sparsebridge.backends.validation import check_k, check_query, check_records
-from sparsebridge.query.fusion import Fusion, fuse
+from sparsebridge.errors import BackendError
+from sparsebridge.query.fusion import Fusion, fuse, ranked
 from sparsebridge.query.hybrid import HybridQuery, LegKind
 from sparsebridge.types import SearchHit, SparseVector, check_dense
 
@@ -22,31 +24,41 @@ class MemoryBackend:
 
     Sparse scores are float64 dot products; dense scores are float64 cosine similarities of the
     stored float32 embeddings; hybrid results are the client-side fusion
-    (:mod:`sparsebridge.query.fusion`) of those exact legs. Ties in score are broken by document
-    id, so the order is fully deterministic. A sparse search returns only documents with a
-    positive score.
+    (:mod:`sparsebridge.query.fusion`) of those exact legs. Every list is in the one order of
+    :func:`sparsebridge.query.fusion.ranked` (score, then document id), so the order is fully
+    deterministic. A sparse search returns only documents with a positive score. After
+    :meth:`close` every call raises :class:`~sparsebridge.errors.BackendError`.
     """
 
     name = "memory"
 
     def __init__(self) -> None:
+        self.location: Target = parse_target("memory://")
         self._rows: dict[str, tuple[SparseVector, dict[str, Any]]] = {}
         self._dense: dict[str, npt.NDArray[np.float64]] = {}
         self._versions: dict[str, int] = {}
         self._model: dict[str, Any] | None = None
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("this backend is closed; open a new one", backend=self.name)
 
     def ensure_schema(self) -> None:
-        return None
+        self._check_open()
 
     def stored_model(self) -> dict[str, Any] | None:
         """The model identity recorded by the first ingest (None: none yet)."""
+        self._check_open()
         return None if self._model is None else dict(self._model)
 
     def store_model(self, identity: Mapping[str, Any]) -> None:
         """Record the model identity."""
+        self._check_open()
         self._model = dict(identity)
 
     def write(self, records: Sequence[Record]) -> WriteStats:
+        self._check_open()
         check_records(records)
         sizes = {r.dense.shape[0] for r in records if r.dense is not None}
         sizes |= {v.shape[0] for v in list(self._dense.values())[:1]}
@@ -68,20 +80,21 @@ class MemoryBackend:
         return WriteStats(written=len(records) - stale, stale=stale)
 
     def delete(self, document_ids: Sequence[str]) -> None:
+        self._check_open()
         for document_id in document_ids:
             self._rows.pop(document_id, None)
             self._dense.pop(document_id, None)
             self._versions.pop(document_id, None)
 
     def search(self, query: SparseVector, *, k: int = 10) -> list[SearchHit]:
+        self._check_open()
         check_query(query)
         check_k(k)
-        scored = [
-            (vector.dot(query), document_id, payload) for document_id, (vector, payload) in self._rows.items()
-        ]
-        scored = [row for row in scored if row[0] > 0]
-        scored.sort(key=lambda row: (-row[0], row[1]))
-        return [SearchHit(id=i, score=s, payload=p) for s, i, p in scored[:k]]
+        scored = (
+            SearchHit(id=document_id, score=vector.dot(query), payload=payload)
+            for document_id, (vector, payload) in self._rows.items()
+        )
+        return ranked(hit for hit in scored if hit.score > 0)[:k]
 
     def search_batch(self, queries: Sequence[SparseVector], *, k: int = 10) -> list[list[SearchHit]]:
         """:meth:`search` for each query."""
@@ -91,6 +104,7 @@ class MemoryBackend:
         self, queries: Sequence[npt.NDArray[np.float32]], *, k: int = 10
     ) -> list[list[SearchHit]]:
         """Top-``k`` documents by exact cosine similarity for each dense query."""
+        self._check_open()
         check_k(k)
         ids = list(self._dense)
         matrix = np.stack([self._dense[i] for i in ids]) if ids else np.zeros((0, 0))
@@ -100,10 +114,11 @@ class MemoryBackend:
             if ids and unit.shape[0] != matrix.shape[1]:
                 raise ValueError(f"dense query is {unit.shape[0]}-d; stored vectors are {matrix.shape[1]}-d")
             scores = matrix @ unit if ids else np.zeros(0)
-            order = sorted(range(len(ids)), key=lambda n: (-scores[n], ids[n]))[:k]
-            results.append(
-                [SearchHit(id=ids[n], score=float(scores[n]), payload=self._rows[ids[n]][1]) for n in order]
+            hits = (
+                SearchHit(id=i, score=float(s), payload=self._rows[i][1])
+                for i, s in zip(ids, scores, strict=True)
             )
+            results.append(ranked(hits)[:k])
         return results
 
     def search_hybrid_batch(
@@ -114,6 +129,7 @@ class MemoryBackend:
         Raises:
             ValueError: A query has a BM25 leg (the reference has no full-text scoring).
         """
+        self._check_open()
         check_k(k)
         return [fuse(self.exact_legs(query), fusion, limit=k) for query in queries]
 
@@ -142,10 +158,13 @@ class MemoryBackend:
         return legs
 
     def count(self) -> int:
+        self._check_open()
         return len(self._rows)
 
     def close(self) -> None:
-        return None
+        """Drop everything stored; later calls raise :class:`~sparsebridge.errors.BackendError`."""
+        self._closed = True
+        self._rows, self._dense, self._versions, self._model = {}, {}, {}, None
 
     def __enter__(self) -> MemoryBackend:
         return self

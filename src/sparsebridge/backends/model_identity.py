@@ -242,7 +242,8 @@ class SupportsModelIdentity(Protocol):
     name: str
 
     def stored_model(self) -> dict[str, Any] | None:
-        """The recorded identity (:meth:`ModelIdentity.to_json`), or None: none, or no such target."""
+        """The recorded identity (:meth:`ModelIdentity.to_json`), or None: none, or no such target;
+        ``{}`` where the target holds documents but its record is missing (refused unless allowed)."""
         ...
 
     def store_model(self, identity: Mapping[str, Any]) -> None:
@@ -271,10 +272,14 @@ def check_model(
         if record:
             backend.store_model(identity.to_json())
         return
-    recorded = ModelIdentity.from_json(stored)
-    if recorded.matches(identity):
+    recorded = ModelIdentity.from_json(stored) if stored else None  # {}: documents, no record
+    if recorded is not None and recorded.matches(identity):
         return
-    message = f"the target was written with model {recorded}, not with {identity}"
+    message = (
+        f"the target was written with model {recorded}, not with {identity}"
+        if recorded is not None
+        else f"the target holds documents but records no model, so they may not come from {identity}"
+    )
     if allow_mismatch:
         logger.warning("%s: %s (allowed)", backend.name, message)
         return

@@ -206,7 +206,7 @@ class Target:
         resolved, so a run started elsewhere is recognised as another target). Credentials are
         never part of it.
         """
-        where = os.path.realpath(self.path) if self.path is not None else self.address
+        where = os.path.realpath(self.path) if self.path is not None else (self.address or "")
         if self.database is not None:
             where = f"{where}/{self.database}"
         return f"{self.scheme}://{where}/{self.name or ''}"

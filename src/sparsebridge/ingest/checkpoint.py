@@ -13,11 +13,11 @@ null for bad input). ``dead_letter_bytes`` in the checkpoint is its length at th
 truncates it there, so no record appears twice.
 
 A checkpoint names what it is about, and a resume must match both: ``target`` is the full
-identity of where the run writes (:func:`target_identity`: engine, ``scheme://host:port`` or the
-resolved storage directory, collection or index), ``input`` a fingerprint of the input file
-(:class:`InputFingerprint`: size, modification time, a hash of its first and last MiB). Resuming
-into another place would skip documents that place never received; resuming over an input that
-changed at the same path would skip or repeat whatever moved.
+identity of where the run writes (:func:`target_identity`: scheme, ``host:port`` or the resolved
+storage directory, collection or index; :func:`same_target` compares two), ``input`` a
+fingerprint of the input file (:class:`InputFingerprint`: size, modification time, a hash of its
+first and last MiB). Resuming into another place would skip documents that place never received;
+resuming over an input that changed at the same path would skip or repeat whatever moved.
 
 ``RUN_DIR/lock`` is held (``fcntl.flock``, exclusive) by the one process that runs in the directory
 (:class:`RunDirLock`) and holds its pid; the OS releases it when that process ends, killed or not.
@@ -34,7 +34,11 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from sparsebridge.backends.base import Located
+from sparsebridge.backends.lucene import LuceneBackend
+from sparsebridge.backends.targets import Target, parse_target
 from sparsebridge.errors import InputError
+from sparsebridge.ingest.sink import Sink
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -45,6 +49,7 @@ __all__ = [
     "DeadLetterFile",
     "InputFingerprint",
     "RunDirLock",
+    "same_target",
     "target_identity",
 ]
 
@@ -188,33 +193,55 @@ class InputFingerprint:
         return changes
 
 
-def target_identity(backend: Any) -> str:
-    """Where ``backend`` writes, in full: ``ENGINE:LOCATION/NAME``.
+def target_identity(backend: Sink) -> str:
+    """Where ``backend`` writes, in full: the identity of its ``location`` (:meth:`Target.identity`).
 
-    ``LOCATION`` is ``scheme://host:port`` of a server (the port made explicit) or the resolved
-    storage directory of an embedded store, so two targets with the same identity hold the same
-    documents, and a relative directory names the same place from anywhere. A backend with
-    neither (the in-memory reference) is ``ENGINE:``.
+    That is the scheme, ``host:port`` of a server (the port made explicit) or the resolved storage
+    directory of an embedded store, and the collection or index: two targets with the same
+    identity hold the same documents, and a relative directory names the same place from anywhere.
+    A sink that keeps no location (one written outside this package) is named by its engine
+    only, ``NAME:``.
 
     Example:
-        >>> from sparsebridge.backends import ClusterTarget, OpenSearchBackend
-        >>> target_identity(OpenSearchBackend(ClusterTarget("docs", url="http://localhost")))
-        'opensearch:http://localhost:80/docs'
+        >>> from sparsebridge.backends import QdrantBackend, QdrantTarget
+        >>> target_identity(QdrantBackend(QdrantTarget("docs", url="http://localhost")))
+        'qdrant://localhost:6333/docs'
     """
-    target = getattr(backend, "target", None)
-    name = getattr(target, "index", None) or getattr(target, "collection", None) or ""
-    url = getattr(target, "url", None)
-    path = getattr(target, "path", None)
-    if isinstance(url, str):
-        parts = urlsplit(url)
+    location = _location(backend)
+    return f"{backend.name}:" if location is None else location.identity()
+
+
+def _location(backend: Sink) -> Target | None:
+    if isinstance(backend, Located):
+        return backend.location
+    if isinstance(backend, LuceneBackend):  # its location, built from its cluster target
+        parts = urlsplit(backend.target.url)
+        scheme = f"{backend.name}+https" if parts.scheme == "https" else backend.name
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        location = f"{parts.scheme}://{parts.hostname}:{port}"
-    elif isinstance(path, (str, Path)):
-        location = os.path.realpath(path)
-    else:  # an in-process store (memory://): nothing outlives the process to compare
-        location = ""
-    engine = getattr(backend, "name", type(backend).__name__)
-    return f"{engine}:{location}/{name}" if location else f"{engine}:{name}"
+        return parse_target(f"{scheme}://{host}:{port}/{backend.target.index}")
+    return None
+
+
+def same_target(recorded: str, identity: str) -> bool:
+    """Whether a checkpoint's ``recorded`` target is the target of ``identity`` (:func:`target_identity`).
+
+    A checkpoint may also hold a target as ``ENGINE:LOCATION/NAME`` (``qdrant:/data/q/docs``,
+    ``opensearch:http://host:9200/docs``): that form names the same target too.
+    """
+    return recorded == identity or recorded == _engine_form(identity)
+
+
+def _engine_form(identity: str) -> str | None:
+    """``identity`` as ``ENGINE:LOCATION/NAME`` (None where it does not parse)."""
+    try:
+        target = parse_target(identity)
+    except ValueError:
+        return None
+    if target.name is None:  # memory://: nothing outlives the process to compare
+        return f"{target.engine.value}:"
+    location = os.path.realpath(target.path) if target.path is not None else target.url
+    return f"{target.engine.value}:{location}/{target.name or ''}"
 
 
 def _fsync_dir(path: Path) -> None:

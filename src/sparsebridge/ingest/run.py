@@ -39,6 +39,7 @@ from sparsebridge.ingest.checkpoint import (
     DeadLetterFile,
     InputFingerprint,
     RunDirLock,
+    same_target,
 )
 from sparsebridge.ingest.options import RunOptions
 from sparsebridge.ingest.stages import Batch
@@ -302,7 +303,7 @@ def _open_checkpoint(
                 f"the run to resume has run number {previous.run_number}, not {options.run_number}"
             )
         for what, old, new in (("input", previous.source, source), ("target", previous.target, target)):
-            if old and new and old != new:
+            if old and new and old != new and not (what == "target" and same_target(old, new)):
                 raise InputError(f"the run in {run_dir} was for {what} {old!r}, not {new!r}")
         recorded = previous.input
         changes = InputFingerprint.of(Path(source)).changes(recorded) if source and recorded else []

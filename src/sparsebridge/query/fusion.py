@@ -2,15 +2,15 @@
 
 A *leg* is one ranked result list (best first) from one retriever: sparse, dense or BM25. Fusion
 merges legs into one list. The rank of a hit is its 1-based position in its leg; legs are never
-re-sorted here, so a leg must come best first. A document id may appear at most once per leg.
+re-sorted here, so a leg must come best first, ties in the one order below. A document id may
+appear at most once per leg.
 
 Methods (``w_i`` is the weight of leg ``i``, 1.0 when no weights are given):
 
 - ``rrf``: ``score(d) = sum_i w_i / (k + rank_i(d))`` over the legs that contain ``d`` (the paper's
   Reciprocal Rank Fusion with 1-based ranks; with weights: weighted RRF). ``k`` is always explicit.
-  Qdrant's server-side RRF computes ``1 / (rank / w + k_q - 1)``: for unweighted legs this is our
-  RRF with ``k = k_q - 1`` (see :func:`sparsebridge.backends.qdrant.bodies.qdrant_rrf_k`); with weights the
-  two definitions differ.
+  (Qdrant's own RRF ranks from 0 with ``k_q = k + 1`` and, with weights, scales the rank instead
+  of the contribution.)
 - ``dbsf``: Distribution-Based Score Fusion, Qdrant's definition: each leg's scores are mapped
   with ``(s - (mean - 3 std)) / (6 std)`` (sample standard deviation, ``n - 1``; no clipping); a leg
   of one hit, or of equal scores, maps to 0.5; then ``sum_i w_i * norm_i(d)`` over the legs that
@@ -28,9 +28,16 @@ leg's lowest normalised score to ``minmax`` (0.0) and ``zscore``: a document ret
 only is never ranked above an otherwise identical one retrieved by both. Empty legs contribute
 nothing.
 
-Ties: the fused list is sorted by score, descending, then by document id (ascending string order),
-so the order is fully deterministic and independent of the order hits arrived in. The payload of a
-fused hit is the one of the first leg that contains it.
+Ties: one order for every ranked list sparsebridge returns (a fused list, and each leg too): score
+descending, then document id (:attr:`SearchHit.id`, the user's id) ascending in string order
+(:func:`order_key`, :func:`ranked`). Fused scores tie often (RRF gives two documents with mirrored
+ranks the same score), and legs tie where documents have equal vectors; an engine orders such hits
+in its own internal order. Every backend therefore puts its legs and its results in this order,
+the exact in-memory reference included, so a backend's hybrid result equals the exact fusion of
+the same legs exactly. At a cut-off, the order decides which of several tied hits is kept: an
+engine asked for the top ``k`` may return any of them, so a backend asks for more than ``k`` and
+keeps the first ``k`` of the ranked answer only when no tie can reach past what it got
+(:func:`settled_top`). The payload of a fused hit is the one of the first leg that contains it.
 
 Example:
     >>> from sparsebridge.types import SearchHit
@@ -43,14 +50,26 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from sparsebridge.types import SearchHit
 
-__all__ = ["Fusion", "FusionMethod", "dbsf", "fuse", "minmax", "rrf", "weighted_sum", "zscore"]
+__all__ = [
+    "Fusion",
+    "FusionMethod",
+    "dbsf",
+    "fuse",
+    "minmax",
+    "order_key",
+    "ranked",
+    "rrf",
+    "settled_top",
+    "weighted_sum",
+    "zscore",
+]
 
 Leg = Sequence[SearchHit]
 
@@ -112,6 +131,46 @@ class Fusion:
         if len(self.weights) != legs:
             raise ValueError(f"{len(self.weights)} fusion weights for {legs} legs; give one per leg")
         return self.weights
+
+
+def order_key(hit: SearchHit) -> tuple[float, str]:
+    """The sort key of the one order of ranked hits: score descending, then document id ascending."""
+    return (-hit.score, hit.id)
+
+
+def ranked(hits: Iterable[SearchHit]) -> list[SearchHit]:
+    """``hits`` in the one order (score descending, then document id ascending).
+
+    Example:
+        >>> [h.id for h in ranked([SearchHit("b", 1.0), SearchHit("c", 2.0), SearchHit("a", 1.0)])]
+        ['c', 'a', 'b']
+    """
+    return sorted(hits, key=order_key)
+
+
+def settled_top(page: Sequence[SearchHit], k: int, *, asked: int) -> list[SearchHit] | None:
+    """The top ``k`` in the one order, from an engine's top-``asked`` ``page``; None if not known yet.
+
+    ``page`` holds the engine's best ``asked`` hits by score, ties in any order. Its first ``k``
+    in the one order are the true top ``k`` when the page holds everything there is (fewer than
+    ``asked`` hits), or when its lowest score is below the ``k``-th: no hit left out can tie
+    the ``k``-th. Otherwise a hit left out may tie it and come first by id: ask again for more.
+
+    Example:
+        >>> page = [SearchHit("b", 2.0), SearchHit("c", 1.0), SearchHit("a", 1.0)]
+        >>> settled_top(page, 2, asked=3) is None  # "c" and "a" tie at the cut: is there a third?
+        True
+        >>> [h.id for h in settled_top(page, 1, asked=3)]
+        ['b']
+        >>> [h.id for h in settled_top(page, 2, asked=4)]
+        ['b', 'a']
+    """
+    if k <= 0 or asked < k:
+        raise ValueError(f"need 0 < k <= asked, got k={k!r}, asked={asked!r}")
+    top = ranked(page)
+    if len(top) < asked or (len(top) > k and top[-1].score < top[k - 1].score):
+        return top[:k]
+    return None
 
 
 def rrf(legs: Sequence[Leg], *, k: int, weights: Sequence[float] | None = None) -> list[SearchHit]:
@@ -176,10 +235,8 @@ def fuse(legs: Sequence[Leg], fusion: Fusion, *, limit: int | None = None) -> li
             for document_id in scores:
                 if document_id not in present:
                     scores[document_id] += scale * floor
-    ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-    if limit is not None:
-        ranked = ranked[:limit]
-    return [SearchHit(id=i, score=s, payload=payloads[i]) for i, s in ranked]
+    fused = ranked(SearchHit(id=i, score=s, payload=payloads[i]) for i, s in scores.items())
+    return fused if limit is None else fused[:limit]
 
 
 def _check_leg(leg: Leg, number: int) -> None:

@@ -1,5 +1,6 @@
-"""Qdrant: pure request builders (:mod:`.bodies`), the qdrant-client adapter (:mod:`.adapter`) and
-the Qdrant Edge adapter (:mod:`.edge`)."""
+"""Qdrant: one backend (:mod:`.backend`) over two stores, qdrant-client (:mod:`.adapter`, a server or
+its local mode, whose storage internals are reached in :mod:`.local_storage` only) and Qdrant Edge
+(:mod:`.edge`), with what is sent to either built as data in :mod:`.bodies`."""
 
 from sparsebridge.backends.qdrant.adapter import QdrantBackend, QdrantTarget
 from sparsebridge.backends.qdrant.edge import QdrantEdgeBackend, QdrantEdgeTarget

@@ -1,59 +1,52 @@
-"""Pure builders for Qdrant query requests; no I/O.
+"""What sparsebridge sends to Qdrant, built as data; no I/O.
 
-The decisions (which fusions Qdrant computes itself, with which parameters, how many candidates,
-how the answers are finished) are made once here, for both Python APIs of Qdrant: qdrant-client's
-models (:data:`CLIENT`, used by :mod:`.adapter`) and Qdrant Edge's classes (:mod:`.edge`). A
-:class:`Dialect` only spells the planned requests in its API's types.
+The decisions are made once here, for both Python APIs of Qdrant: qdrant-client's models
+(:data:`CLIENT`, used by the store in :mod:`.adapter`) and Qdrant Edge's classes (:data:`EDGE`,
+used by the store in :mod:`.edge`). A :class:`Dialect` only spells the planned objects in its
+API's types: a nearest-neighbour request, a point, the condition of a versioned write.
 
-Native hybrid (one request, fused by Qdrant) is used where Qdrant's definition equals ours
-(:mod:`sparsebridge.query.fusion`):
-
-- ``rrf`` without weights: ``prefetch`` per leg, then RRF with ``k_q = k + 1``. Qdrant ranks from
-  0 (``1 / (position + k_q)``), we rank from 1 (``1 / (rank + k)``), so ``k_q = k + 1`` gives the
-  same scores. Qdrant's weighted RRF (``1 / (rank / w + k_q - 1)``) scales the rank, not the
-  contribution, and is not our weighted RRF: weighted RRF runs client-side.
-- ``dbsf`` without weights: Qdrant's DBSF (Qdrant has no DBSF weights).
-- ``sum``: a formula query ``sum_i w_i * $score[i]``, with ``$score[i]`` defaulting to 0 for a
-  point that leg ``i`` did not return. Qdrant stores the fused score as float32.
-
-Everything else (``minmax``, ``zscore``, weighted ``rrf`` / ``dbsf``) fetches the legs in the same
-single batch and fuses them client-side (:func:`plan_hybrid`). Every prefetch and leg sets its
-``limit`` explicitly (Qdrant's default is 10).
+- The collection (:class:`QdrantSchema`): one named sparse vector (``splade`` by default), the IDF
+  modifier off unless asked (SPLADE weights already encode importance), and optionally a named
+  dense vector (cosine).
+- Points: id ``point_id(document id)`` (UUIDv5, so rewrites are idempotent), the payload
+  ``{"doc_id", "text", "metadata"}``, plus ``run`` for a versioned write (:func:`plan_writes`),
+  which is sent with the condition "``run`` < version, or no ``run`` yet".
+- Searches: one nearest request per query (or per hybrid leg), every ``limit`` explicit (Qdrant's
+  default is 10). Hybrid queries fetch their legs in one batch and are fused client-side by
+  :mod:`sparsebridge.query.fusion`, so a hybrid result equals the exact fusion of the legs,
+  ties included (:func:`hybrid_legs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from sparsebridge.backends.base import Record, point_id, stored_payload
 from sparsebridge.errors import MissingExtraError
-from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
 from sparsebridge.query.hybrid import HybridQuery, LegKind
 from sparsebridge.types import SearchHit, SparseVector
 
 __all__ = [
     "CLIENT",
+    "EDGE",
     "Dialect",
-    "HybridPlan",
     "Leg",
     "LegVector",
-    "NativeFusion",
+    "QdrantSchema",
     "WithPayload",
+    "WriteGroup",
     "check_vector_names",
-    "dense_request",
+    "hits",
     "hybrid_legs",
-    "hybrid_request",
-    "is_native",
-    "leg_requests",
-    "native_fusion",
-    "plan_hybrid",
+    "plan_writes",
     "qdrant_client_module",
-    "qdrant_rrf_k",
-    "sparse_request",
+    "qdrant_edge_module",
 ]
 
 LegVector = SparseVector | npt.NDArray[np.float32]
@@ -61,8 +54,26 @@ Leg = tuple[LegVector, str]  # a query vector and the name of the stored vector 
 WithPayload = bool | list[str]
 
 
+def qdrant_client_module() -> Any:
+    """The ``qdrant_client`` module, or an install hint when the ``qdrant`` extra is missing."""
+    try:
+        import qdrant_client
+    except ImportError as e:
+        raise MissingExtraError("qdrant-client", "qdrant") from e
+    return qdrant_client
+
+
+def qdrant_edge_module() -> Any:
+    """The ``qdrant_edge`` module, or an install hint when the ``qdrant-edge`` extra is missing."""
+    try:
+        import qdrant_edge
+    except ImportError as e:
+        raise MissingExtraError("qdrant-edge-py", "qdrant-edge") from e
+    return qdrant_edge
+
+
 def check_vector_names(vector_name: str, dense_name: str, dense_size: int | None) -> None:
-    """The collection's vector slots, as both Qdrant adapters take them (checked before any I/O).
+    """The collection's vector slots, as both Qdrant stores take them (checked before any I/O).
 
     Raises:
         ValueError: The names are empty or equal, or ``dense_size`` is not a positive integer.
@@ -75,77 +86,37 @@ def check_vector_names(vector_name: str, dense_name: str, dense_size: int | None
         raise ValueError(f"dense_size must be a positive integer, got {dense_size!r}")
 
 
-def qdrant_client_module() -> Any:
-    """The ``qdrant_client`` module, or an install hint when the ``qdrant`` extra is missing."""
-    try:
-        import qdrant_client
-    except ImportError as e:
-        raise MissingExtraError("qdrant-client", "qdrant") from e
-    return qdrant_client
-
-
-def _models() -> Any:
-    return qdrant_client_module().models
-
-
-def qdrant_rrf_k(k: int) -> int:
-    """Qdrant's ``Rrf.k`` that gives our (1-based rank) RRF with constant ``k``."""
-    return k + 1
-
-
-def is_native(fusion: Fusion, legs: int = 2) -> bool:
-    """True when Qdrant computes ``fusion`` itself exactly as :mod:`~sparsebridge.query.fusion` does."""
-    if fusion.weights is not None:
-        fusion.leg_weights(legs)
-    if fusion.method is FusionMethod.SUM:
-        return True
-    return fusion.method in (FusionMethod.RRF, FusionMethod.DBSF) and not fusion.weighted
-
-
 @dataclass(frozen=True)
-class NativeFusion:
-    """A fusion as Qdrant is asked to compute it: RRF with Qdrant's ``rrf_k``, DBSF, or a weighted sum.
+class QdrantSchema:
+    """The vectors of a collection: the sparse slot, its IDF modifier, and an optional dense slot."""
 
-    ``weights`` (``sum`` only) holds one weight per leg; a point missing from a leg scores 0 there.
-    """
+    vector_name: str = "splade"
+    idf: bool = False
+    dense_size: int | None = None
+    dense_name: str = "dense"
 
-    method: FusionMethod
-    rrf_k: int = 0
-    weights: tuple[float, ...] = ()
+    def __post_init__(self) -> None:
+        check_vector_names(self.vector_name, self.dense_name, self.dense_size)
 
-
-def native_fusion(fusion: Fusion, legs: int) -> NativeFusion:
-    """What Qdrant computes for ``fusion`` over ``legs`` legs.
-
-    Raises:
-        ValueError: ``fusion`` is not native on Qdrant (see :func:`is_native`).
-    """
-    if not is_native(fusion, legs):
-        raise ValueError(f"{fusion} is not computed natively by Qdrant; fuse the legs client-side")
-    if fusion.method is FusionMethod.RRF:
-        return NativeFusion(FusionMethod.RRF, rrf_k=qdrant_rrf_k(fusion.k))
-    if fusion.method is FusionMethod.DBSF:
-        return NativeFusion(FusionMethod.DBSF)
-    return NativeFusion(FusionMethod.SUM, weights=tuple(fusion.leg_weights(legs)))
+    @property
+    def dense_slot(self) -> str:
+        """How messages name the dense slot."""
+        return f"the collection's {self.dense_name!r} vector"
 
 
 class Dialect(Protocol):
-    """How one Qdrant Python API spells the requests planned here."""
+    """How one Qdrant Python API spells what is planned here."""
 
     def nearest(self, vector: LegVector, *, using: str, limit: int, with_payload: WithPayload) -> Any:
         """A request for the top ``limit`` points by similarity of the stored vector ``using``."""
         ...
 
-    def fused(
-        self,
-        legs: Sequence[Leg],
-        fusion: NativeFusion,
-        *,
-        candidates: int,
-        limit: int,
-        with_payload: WithPayload,
-    ) -> Any:
-        """A request that Qdrant fuses itself: one prefetch per leg (``candidates`` each), then ``fusion``."""
+    def point(self, id_: str, record: Record, schema: QdrantSchema, payload: dict[str, Any]) -> Any:
+        """The point that stores ``record`` under ``id_`` with ``payload``."""
+        ...
+
+    def older_than(self, version: int) -> Any:
+        """The condition of a versioned write: points without a run number, or with an older one."""
         ...
 
 
@@ -154,55 +125,129 @@ class _ClientDialect:
 
     def _vector(self, vector: LegVector) -> Any:
         if isinstance(vector, SparseVector):
-            return _models().SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
+            models = qdrant_client_module().models
+            return models.SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
         return [float(x) for x in vector]
 
     def nearest(self, vector: LegVector, *, using: str, limit: int, with_payload: WithPayload) -> Any:
-        return _models().QueryRequest(
+        return qdrant_client_module().models.QueryRequest(
             query=self._vector(vector), using=using, limit=limit, with_payload=with_payload
         )
 
-    def fused(
-        self,
-        legs: Sequence[Leg],
-        fusion: NativeFusion,
-        *,
-        candidates: int,
-        limit: int,
-        with_payload: WithPayload,
-    ) -> Any:
-        models = _models()
-        prefetch = [
-            models.Prefetch(query=self._vector(vector), using=using, limit=candidates)
-            for vector, using in legs
-        ]
-        if fusion.method is FusionMethod.RRF:
-            query: Any = models.RrfQuery(rrf=models.Rrf(k=fusion.rrf_k))
-        elif fusion.method is FusionMethod.DBSF:
-            query = models.FusionQuery(fusion=models.Fusion.DBSF)
-        else:
-            query = models.FormulaQuery(
-                formula=models.SumExpression(
-                    sum=[
-                        models.MultExpression(mult=[w, f"$score[{i}]"]) for i, w in enumerate(fusion.weights)
-                    ]
-                ),
-                defaults={f"$score[{i}]": 0.0 for i in range(len(legs))},
+    def point(self, id_: str, record: Record, schema: QdrantSchema, payload: dict[str, Any]) -> Any:
+        """Built without pydantic validation: every field is already checked (``check_records``,
+        ``Record``, ``Document``), and re-validating took half the time of building a point."""
+        models = qdrant_client_module().models
+        sparse = record.vector
+        vector: dict[str, Any] = {
+            schema.vector_name: models.SparseVector.model_construct(
+                indices=sparse.indices.tolist(), values=sparse.values.tolist()
             )
-        return models.QueryRequest(prefetch=prefetch, query=query, limit=limit, with_payload=with_payload)
+        }
+        if record.dense is not None:
+            vector[schema.dense_name] = record.dense.tolist()
+        return models.PointStruct.model_construct(id=id_, vector=vector, payload=payload)
+
+    def older_than(self, version: int) -> Any:
+        models = qdrant_client_module().models
+        return models.Filter(
+            should=[
+                models.FieldCondition(key="run", range=models.Range(lt=version)),
+                models.IsEmptyCondition(is_empty=models.PayloadField(key="run")),
+            ]
+        )
+
+
+class _EdgeDialect:
+    """Qdrant Edge's classes (``qdrant_edge``)."""
+
+    def _vector(self, vector: LegVector) -> Any:
+        if isinstance(vector, SparseVector):
+            return qdrant_edge_module().SparseVector(vector.indices.tolist(), vector.values.tolist())
+        return vector.tolist()
+
+    def nearest(self, vector: LegVector, *, using: str, limit: int, with_payload: WithPayload) -> Any:
+        qe = qdrant_edge_module()
+        query = qe.Query.Nearest(self._vector(vector), using=using)
+        return qe.QueryRequest(limit=limit, query=query, with_payload=with_payload)
+
+    def point(self, id_: str, record: Record, schema: QdrantSchema, payload: dict[str, Any]) -> Any:
+        qe = qdrant_edge_module()
+        sparse = record.vector
+        vector: dict[str, Any] = {
+            schema.vector_name: qe.SparseVector(sparse.indices.tolist(), sparse.values.tolist())
+        }
+        if record.dense is not None:
+            vector[schema.dense_name] = record.dense.tolist()
+        return qe.Point(id_, vector, payload)
+
+    def older_than(self, version: int) -> Any:
+        qe = qdrant_edge_module()
+        return qe.Filter(
+            should=[
+                qe.FieldCondition(key="run", range=qe.RangeFloat(lt=version)),
+                qe.IsEmptyCondition(key="run"),
+            ]
+        )
 
 
 CLIENT: Dialect = _ClientDialect()
+EDGE: Dialect = _EdgeDialect()
 
 
-def sparse_request(vector: SparseVector, *, using: str, limit: int, with_payload: WithPayload = True) -> Any:
-    """A qdrant-client ``QueryRequest`` for the top ``limit`` points by sparse dot product."""
-    return CLIENT.nearest(vector, using=using, limit=limit, with_payload=with_payload)
+@dataclass(frozen=True)
+class WriteGroup:
+    """Points upserted in one call: one version (the run number, or None), their ids and condition.
+
+    ``size`` estimates the bytes the records carry (vectors and payload), for a store that checks
+    its free space before writing.
+    """
+
+    version: int | None
+    ids: list[str]
+    points: list[Any]
+    condition: Any
+    size: int
 
 
-def dense_request(vector: Any, *, using: str, limit: int, with_payload: WithPayload = True) -> Any:
-    """A qdrant-client ``QueryRequest`` for the top ``limit`` points by dense (cosine) similarity."""
-    return CLIENT.nearest(np.asarray(vector), using=using, limit=limit, with_payload=with_payload)
+def plan_writes(
+    records: Sequence[Record], *, schema: QdrantSchema, dialect: Dialect, batch_size: int | None = None
+) -> list[WriteGroup]:
+    """The upserts that write ``records``: chunks of ``batch_size`` (None: one chunk), each split by
+    version, in input order. A group with a version tags its points with ``run`` and carries the
+    condition that leaves points written with the same or a newer version as they are."""
+    step = batch_size or max(len(records), 1)
+    groups = []
+    for start in range(0, len(records), step):
+        chunk = records[start : start + step]
+        for version in dict.fromkeys(r.version for r in chunk):
+            run = {} if version is None else {"run": version}
+            ids, points, size = [], [], 0
+            for record in chunk:
+                if record.version != version:
+                    continue
+                id_, payload = point_id(record.document.id), stored_payload(record.document) | run
+                ids.append(id_)
+                points.append(dialect.point(id_, record, schema, payload))
+                size += _record_size(record, payload)
+            condition = None if version is None else dialect.older_than(version)
+            groups.append(WriteGroup(version, ids, points, condition, size))
+    return groups
+
+
+def _record_size(record: Record, payload: dict[str, Any]) -> int:
+    dense = 0 if record.dense is None else 4 * record.dense.shape[0]
+    return 8 * len(record.vector) + dense + len(json.dumps(payload, ensure_ascii=False))
+
+
+def hits(points: Sequence[Any]) -> list[SearchHit]:
+    """Search hits from either API's scored points (``id``, ``score``, ``payload``), in their order."""
+    return [
+        SearchHit(
+            id=str((p.payload or {}).get("doc_id", p.id)), score=float(p.score), payload=p.payload or {}
+        )
+        for p in points
+    ]
 
 
 def hybrid_legs(query: HybridQuery, *, sparse_name: str, dense_name: str) -> list[Leg]:
@@ -222,105 +267,3 @@ def hybrid_legs(query: HybridQuery, *, sparse_name: str, dense_name: str) -> lis
         else:
             raise ValueError("Qdrant has no BM25 leg: drop the query text, or use Elasticsearch/OpenSearch")
     return legs
-
-
-def leg_requests(
-    query: HybridQuery,
-    *,
-    sparse_name: str,
-    dense_name: str,
-    with_payload: WithPayload = True,
-    dialect: Dialect = CLIENT,
-) -> list[Any]:
-    """One request per leg (limit ``query.candidates``), to send in one batch.
-
-    Raises:
-        ValueError: The query has a BM25 leg (Qdrant has no full-text scoring of the ``text`` field).
-    """
-    return [
-        dialect.nearest(v, using=using, limit=query.candidates, with_payload=with_payload)
-        for v, using in hybrid_legs(query, sparse_name=sparse_name, dense_name=dense_name)
-    ]
-
-
-def hybrid_request(
-    query: HybridQuery,
-    fusion: Fusion,
-    *,
-    limit: int,
-    sparse_name: str,
-    dense_name: str,
-    with_payload: WithPayload = True,
-    dialect: Dialect = CLIENT,
-) -> Any:
-    """One request that Qdrant fuses itself: a prefetch per leg, then the fusion query.
-
-    Raises:
-        ValueError: ``fusion`` is not native on Qdrant (see :func:`is_native`), or the query has a
-            BM25 leg.
-    """
-    legs = hybrid_legs(query, sparse_name=sparse_name, dense_name=dense_name)
-    return dialect.fused(
-        legs,
-        native_fusion(fusion, len(legs)),
-        candidates=query.candidates,
-        limit=limit,
-        with_payload=with_payload,
-    )
-
-
-@dataclass(frozen=True)
-class HybridPlan:
-    """The requests of a batch of hybrid queries (sent together), and how their answers become results."""
-
-    requests: list[Any]
-    finish: Callable[[list[list[SearchHit]]], list[list[SearchHit]]]
-
-
-def plan_hybrid(
-    queries: Sequence[HybridQuery],
-    fusion: Fusion,
-    *,
-    k: int,
-    sparse_name: str,
-    dense_name: str,
-    dialect: Dialect = CLIENT,
-) -> HybridPlan:
-    """Plan fused top-``k`` search for ``queries``: native where Qdrant computes ``fusion`` as we do.
-
-    Native: one fused request per query asking for the whole fused list (at most ``candidates``
-    per leg); ``finish`` re-sorts it with our tie-break (score, then document id) and cuts it to
-    ``k``, so the result equals client-side fusion of the same legs. Otherwise one request per
-    leg, and ``finish`` fuses each query's legs client-side.
-
-    Raises:
-        ValueError: A query has a BM25 leg, or the weights do not match the legs.
-    """
-    if all(is_native(fusion, len(q.legs)) for q in queries):
-        requests = [
-            hybrid_request(
-                q,
-                fusion,
-                limit=q.candidates * len(q.legs),
-                sparse_name=sparse_name,
-                dense_name=dense_name,
-                dialect=dialect,
-            )
-            for q in queries
-        ]
-        resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
-
-        def finish_native(answers: list[list[SearchHit]]) -> list[list[SearchHit]]:
-            return [fuse([hits], resort, limit=k) for hits in answers]
-
-        return HybridPlan(requests, finish_native)
-    requests, spans = [], []
-    for query in queries:
-        legs = leg_requests(query, sparse_name=sparse_name, dense_name=dense_name, dialect=dialect)
-        spans.append((len(requests), len(legs)))
-        requests.extend(legs)
-
-    def finish_legs(answers: list[list[SearchHit]]) -> list[list[SearchHit]]:
-        return [fuse(answers[start : start + n], fusion, limit=k) for start, n in spans]
-
-    return HybridPlan(requests, finish_legs)
