@@ -12,6 +12,7 @@ __all__ = [
     "splade_activation",
     "splade_max_logits",
     "splade_max_logits_screened",
+    "splade_max_logits_tiled",
 ]
 
 
@@ -36,6 +37,46 @@ def splade_max_logits(
     """
     hidden = pad_with_first_token(hidden, mask)
     pooled = _chunked_max(hidden, weight, chunk_tokens)
+    return pooled + bias if bias is not None else pooled
+
+
+def splade_max_logits_tiled(
+    hidden: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    tile_tokens: int = 512,
+    tile_vocab: int = 2048,
+) -> torch.Tensor:
+    """:func:`splade_max_logits` one cache-sized tile of logits at a time: no ``[tokens, vocab]`` buffer.
+
+    The logits are computed transposed, ``weight[tile] @ hidden[rows].T`` (``[tile_vocab, rows *
+    L]``, about ``tile_tokens`` whole rows of tokens), so each row's max over its ``L`` tokens is a
+    reduction over contiguous memory, done while the tile is still in cache, and only the pooled
+    ``[rows, tile_vocab]`` block is written out. The arithmetic is the same float32 matmul as
+    :func:`splade_max_logits`; what it saves is writing and re-reading the full logits (several GB
+    for a batch of documents), which on a CPU without int8 dot products is most of the head's time.
+    Padding is handled as in :func:`splade_max_logits`.
+    """
+    hidden = pad_with_first_token(hidden, mask)
+    batch, length, width = hidden.shape
+    vocab = weight.shape[0]
+    flat = hidden.reshape(-1, width)
+    rows = max(1, min(batch, tile_tokens // max(length, 1)))
+    tile_vocab = min(tile_vocab, vocab)
+    buffer = hidden.new_empty(tile_vocab * rows * length)
+    pooled = hidden.new_empty(batch, vocab)
+    for start in range(0, batch, rows):
+        stop = min(start + rows, batch)
+        tokens = flat[start * length : stop * length]
+        for column in range(0, vocab, tile_vocab):
+            block = weight[column : column + tile_vocab]
+            logits = buffer[: len(block) * len(tokens)].view(len(block), len(tokens))
+            torch.matmul(block, tokens.t(), out=logits)
+            pooled[start:stop, column : column + len(block)] = (
+                logits.view(len(block), -1, length).amax(dim=2).t()
+            )
     return pooled + bias if bias is not None else pooled
 
 
