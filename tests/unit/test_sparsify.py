@@ -82,6 +82,19 @@ def test_screened_head_is_exact_where_positive_and_zero_elsewhere(padded: bool, 
     )
 
 
+def test_int8_screen_is_off_where_onednn_is_capped_below_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capped to AVX2, oneDNN sums u8 x s8 pairs in saturating 16 bits: the screen's bound would not hold."""
+    from sparsebridge.encoder.sparsify import QuantizedProjection, _cpu_flags
+
+    weight = torch.randn(40, 8)
+    for cap in ("AVX2", "avx512_core", "SSE41"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert QuantizedProjection.create(weight) is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    vnni = bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    assert (QuantizedProjection.create(weight) is not None) == (vnni and torch.backends.mkldnn.is_available())
+
+
 @pytest.mark.parametrize(("top_k", "capacity"), [(None, 64), (None, 8), (5, 64)])
 def test_extractor_matches_direct_extraction(top_k: int | None, capacity: int) -> None:
     """The extractor's fixed-width candidates (what CUDA copies to the host) give the exact vectors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -109,8 +110,9 @@ class QuantizedProjection:
     def create(cls, weight: torch.Tensor) -> QuantizedProjection | None:
         """The projection for a float32 CPU weight, or None where the int8 screen does not apply.
 
-        It needs oneDNN's int8 matmul and a CPU with VNNI (AVX512-VNNI, AVX-VNNI or AMX): without
-        VNNI, u8 x s8 products are summed in saturating 16-bit pairs, which would void the bound.
+        It needs oneDNN's int8 matmul and a CPU with VNNI (AVX512-VNNI, AVX-VNNI or AMX) that
+        oneDNN is not capped below: without VNNI, u8 x s8 products are summed in saturating
+        16-bit pairs, which would void the bound.
         """
         if weight.device.type != "cpu" or weight.dtype != torch.float32 or not _cpu_has_vnni():
             return None
@@ -251,15 +253,31 @@ def _exact_where(
     return torch.full(candidates.shape, float("-inf")).index_put_((rows, columns), values)
 
 
-@functools.cache
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) under which its int8 kernels use no VNNI instruction.
+_ONEDNN_ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
+
+
 def _cpu_has_vnni() -> bool:
-    """True on Linux CPUs that advertise VNNI int8 dot products (AVX512-VNNI, AVX-VNNI, AMX-INT8)."""
+    """True where oneDNN's int8 matmul sums exactly: a CPU with VNNI that oneDNN may use.
+
+    VNNI is AVX512-VNNI, AVX-VNNI or AMX-INT8 (read from ``/proc/cpuinfo``, Linux). An ISA cap
+    without VNNI (``ONEDNN_MAX_CPU_ISA=AVX2``, how an AVX2-only CPU is emulated on a newer one)
+    makes oneDNN use its saturating AVX2 kernels, so it counts as no VNNI.
+    """
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    if cap.strip().upper() in _ONEDNN_ISAS_WITHOUT_VNNI:
+        return False
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+            return frozenset(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
-        return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+        return frozenset()
 
 
 def pad_with_first_token(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
