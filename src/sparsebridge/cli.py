@@ -27,6 +27,7 @@ from sparsebridge.backends import (
 )
 from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.errors import BackendError, InputError, SparsebridgeError
+from sparsebridge.serve.command import add_serve_parser, run_serve
 
 logger = logging.getLogger("sparsebridge")
 
@@ -199,6 +200,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=_positive_int, default=64, help="documents per ingest batch")
     _fusion_options(evaluate)
     evaluate.set_defaults(run=_eval)
+    options = [_model_options, _target_options, _model_mismatch_option, _hybrid_options]
+    add_serve_parser(commands, options, run=_serve)
     return parser
 
 
@@ -702,6 +705,11 @@ def _hybrid_search(args: argparse.Namespace, backend: Any, query: Any, dense: An
     if len(hybrid.legs) < 2:
         raise ValueError("--hybrid needs a second leg: --dense-model and/or --bm25")
     return backend.search_hybrid_batch([hybrid], _fusion(args), k=args.k)[0]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    loaders = {"load_encoder": _load_encoder, "open_target": _open_target, "load_dense": _load_dense}
+    return run_serve(args, **loaders, fusion=_fusion)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -27,7 +27,9 @@ def test_import_sparsebridge_loads_no_model_library() -> None:
     assert _loaded_after("import sparsebridge; sparsebridge.open_backend('memory://')") == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["search", "--help"], ["eval", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["ingest", "--help"], ["search", "--help"], ["eval", "--help"], ["serve", "--help"]]
+)
 def test_cli_help_loads_no_model_library(argv: list[str]) -> None:
     code = f"from sparsebridge.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
     assert _loaded_after(code) == []

@@ -146,7 +146,7 @@ def test_the_default_target_the_docs_name_is_the_code_s() -> None:
 
 def test_every_option_named_in_the_cli_page_exists() -> None:
     known = set(_OPTION.findall(cli_help()))
-    for command in (("encode",), ("ingest",), ("search",), ("eval",), ("bench", "ingest")):
+    for command in (("encode",), ("ingest",), ("search",), ("eval",), ("bench", "ingest"), ("serve",)):
         known |= set(_OPTION.findall(cli_help(*command)))
     named = set(_OPTION.findall((ROOT / "docs" / "cli.md").read_text(encoding="utf-8")))
     assert named - known - _OTHER_TOOLS_OPTIONS == set()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from enum import Enum
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from sparsebridge.encoder.batching import plan_batches, prefetch, tokenizer_pool
+from sparsebridge.encoder.coalesce import Coalescer
 from sparsebridge.encoder.extract import SparseExtractor
 from sparsebridge.encoder.loading import cast_floating, restore_constructor_buffers
 from sparsebridge.encoder.stages import Head, SpladeStages, attention_without_cudnn, model_name
@@ -41,6 +43,10 @@ class Task(str, Enum):
     DOCUMENT = "document"
 
 
+# What a gathered pass shares: the task and the pruning options of every call in it.
+_PassKey = tuple[Task, int | None, float]
+
+
 class Encoder:
     """Encode texts into :class:`SparseVector` with a sentence-transformers sparse model.
 
@@ -50,9 +56,13 @@ class Encoder:
     through the model's own modules (the generic path), including routers whose query side is
     inference-free.
 
-    One encoder may serve many threads at once (a web app answering searches): a call never
-    modifies the model and keeps its state to itself, and concurrent calls return exactly the
-    vectors of sequential ones. The fast path's stages are public (:attr:`stages`).
+    One encoder may serve many threads and event loops at once (a web app answering searches): a
+    call never modifies the model and keeps its state to itself. Concurrent calls of fewer than
+    ``coalesce_max_batch`` texts share forward passes (see :mod:`sparsebridge.encoder.coalesce`):
+    a call that finds the encoder idle runs at once, calls that arrive during a pass form the
+    next one, and each caller gets its own vectors, equal to those of a lone call up to float
+    rounding (the same non-zero dimensions, weights within 1e-5). Larger calls run directly, in
+    the caller's thread. The fast path's stages are public (:attr:`stages`).
 
     Args:
         model: A loaded sentence-transformers ``SparseEncoder`` (see :meth:`load`).
@@ -61,6 +71,14 @@ class Encoder:
         head_chunk_tokens: Tokens whose logits are materialised at once by the unfused head.
         fast_path: Use the SPLADE fast path when the model allows it.
         fused_head: On CUDA, use the fused Triton head (no logits in memory) when Triton is present.
+        coalesce: Gather concurrent small calls into shared passes (False: every call runs on its
+            own, concurrently with the others).
+        coalesce_max_batch: Most texts per gathered pass (default 32 on a CPU, 256 on CUDA: a CPU
+            pass over a few dozen short queries is already compute-bound, so larger passes add
+            latency, not throughput). Calls with at least this many texts are not gathered.
+        coalesce_max_wait: Under load (the last pass gathered several calls), the longest the next
+            pass waits for more calls, in seconds (default 0.002; 0 never waits). A call that finds
+            the encoder idle never waits.
 
     Example:
         >>> enc = Encoder.load("naver/splade-v3")  # doctest: +SKIP
@@ -78,6 +96,9 @@ class Encoder:
         head_chunk_tokens: int | None = None,
         fast_path: bool = True,
         fused_head: bool = True,
+        coalesce: bool = True,
+        coalesce_max_batch: int | None = None,
+        coalesce_max_wait: float = 0.002,
     ) -> None:
         cuda = model.device.type == "cuda"
         token_budget = token_budget or (65536 if cuda else 8192)
@@ -101,6 +122,16 @@ class Encoder:
         self._pool_owner: Encoder | None = None
         self._vocab: list[str] | None = None
         self._token_ids: dict[str, int] | None = None
+        self.coalescer: Coalescer[_PassKey, str, SparseVector] | None = None
+        """The coalescer of concurrent calls (None when ``coalesce=False``); metrics read it."""
+        if coalesce:
+            self.coalescer = Coalescer(
+                _weak_run(self),
+                max_batch=(256 if cuda else 32) if coalesce_max_batch is None else coalesce_max_batch,
+                max_wait=coalesce_max_wait,
+                name=f"sparsebridge-coalesce-{self.model_name}",
+            )
+            weakref.finalize(self, self.coalescer.close)
 
     @classmethod
     def load(
@@ -215,6 +246,20 @@ class Encoder:
             self._vocab = list(tokenizer.convert_ids_to_tokens(list(range(size))))
         return self._vocab
 
+    @property
+    def max_seq_length(self) -> int:
+        """Texts are truncated to this many tokens (special tokens and the task's prompt included)."""
+        return int(self.model.max_seq_length)
+
+    def token_counts(self, texts: Sequence[str], *, task: Task = Task.QUERY) -> list[int]:
+        """Tokens of each text on ``task``'s path before truncation (prompt and special tokens included).
+
+        A text with more than :attr:`max_seq_length` tokens is truncated when encoded.
+        """
+        _, prompted = self._prepare(texts, Task(task), None, 0.0)
+        encoded = self.model.tokenizer(prompted, add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
     def token(self, index: int) -> str:
         """The token string of output dimension ``index``."""
         if not 0 <= index < self.vocab_size:
@@ -238,24 +283,70 @@ class Encoder:
         self, texts: Sequence[str], *, top_k: int | None = None, min_weight: float = 0.0
     ) -> list[SparseVector]:
         """Encode documents with the model's document path; results in input order."""
-        return self._encode(texts, Task.DOCUMENT, top_k=top_k, min_weight=min_weight)
+        return self._encode(self._prepare(texts, Task.DOCUMENT, top_k, min_weight))
 
     def encode_queries(
         self, texts: Sequence[str], *, top_k: int | None = None, min_weight: float = 0.0
     ) -> list[SparseVector]:
-        """Encode queries with the model's query path (inference-free where the model is)."""
-        return self._encode(texts, Task.QUERY, top_k=top_k, min_weight=min_weight)
+        """Encode queries with the model's query path (inference-free where the model is).
 
-    def _encode(
-        self, texts: Sequence[str], task: Task, *, top_k: int | None, min_weight: float
+        Concurrent calls share forward passes (see the class docstring).
+        """
+        return self._encode(self._prepare(texts, Task.QUERY, top_k, min_weight))
+
+    async def aencode_documents(
+        self, texts: Sequence[str], *, top_k: int | None = None, min_weight: float = 0.0
     ) -> list[SparseVector]:
+        """:meth:`encode_documents` for asyncio: the pass runs in a thread, never in the event loop."""
+        return await self._aencode(self._prepare(texts, Task.DOCUMENT, top_k, min_weight))
+
+    async def aencode_queries(
+        self, texts: Sequence[str], *, top_k: int | None = None, min_weight: float = 0.0
+    ) -> list[SparseVector]:
+        """:meth:`encode_queries` for asyncio: the pass runs in a thread, never in the event loop.
+
+        Calls from tasks and from threads share the same passes. Cancelling the awaiting task
+        before its pass starts drops its texts from the pass.
+
+        Example:
+            >>> vectors = await enc.aencode_queries(["what is splade"])  # doctest: +SKIP
+        """
+        return await self._aencode(self._prepare(texts, Task.QUERY, top_k, min_weight))
+
+    def _prepare(
+        self, texts: Sequence[str], task: Task, top_k: int | None, min_weight: float
+    ) -> tuple[_PassKey, list[str]]:
+        """The pass key and the checked, prompted texts of a call (errors raise in the caller)."""
         check_pruning(top_k, min_weight)
-        texts = _checked_texts(texts)
-        if not texts:
-            return []
+        checked = _checked_texts(texts)
         prompt = self.model.prompts.get(task.value) or ""
         if prompt:
-            texts = [prompt + t for t in texts]
+            checked = [prompt + t for t in checked]
+        return (task, top_k, min_weight), checked
+
+    def _gathered(self, texts: list[str]) -> Coalescer[_PassKey, str, SparseVector] | None:
+        """The coalescer when a call of ``texts`` shares passes with others, else None."""
+        if self.coalescer is None or not texts or len(texts) >= self.coalescer.max_batch:
+            return None
+        return self.coalescer
+
+    def _encode(self, call: tuple[_PassKey, list[str]]) -> list[SparseVector]:
+        key, texts = call
+        coalescer = self._gathered(texts)
+        return coalescer.call(key, texts) if coalescer is not None else self._run_pass(key, texts)
+
+    async def _aencode(self, call: tuple[_PassKey, list[str]]) -> list[SparseVector]:
+        key, texts = call
+        coalescer = self._gathered(texts)
+        if coalescer is not None:
+            return await asyncio.wrap_future(coalescer.submit(key, texts))
+        return await asyncio.to_thread(self._run_pass, key, texts)
+
+    def _run_pass(self, key: _PassKey, texts: list[str]) -> list[SparseVector]:
+        """Encode checked, prompted ``texts`` on every device of this encoder."""
+        task, top_k, min_weight = key
+        if not texts:
+            return []
         with attention_without_cudnn(self.devices):
             if not self._replicas:
                 return self._encode_here(texts, task, top_k=top_k, min_weight=min_weight)
@@ -371,6 +462,20 @@ class Encoder:
             batch = [texts[i] for i in positions.tolist()]
             features = batch_to_device(self.model.preprocess(batch, task=task.value), self.device)
             yield positions, self.model(features, task=task.value)["sentence_embedding"]
+
+
+def _weak_run(encoder: Encoder) -> Callable[[_PassKey, list[str]], list[SparseVector]]:
+    """``encoder._run_pass`` without a strong reference: the coalescer's thread must not keep the
+    encoder alive (its finalizer closes the coalescer)."""
+    reference = weakref.ref(encoder)
+
+    def run(key: _PassKey, texts: list[str]) -> list[SparseVector]:
+        alive = reference()
+        if alive is None:
+            raise RuntimeError("the encoder was garbage-collected")
+        return alive._run_pass(key, texts)
+
+    return run
 
 
 def _checked_texts(texts: Sequence[str]) -> list[str]:
