@@ -15,7 +15,7 @@ SECONDS_PER="${SECONDS_PER:-20}"
 REQUESTS="${REQUESTS:-2000}"
 PY="${PYTHON:-.venv/bin/python}"
 export PYTHONPATH="$PWD/src" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-quiet() { grep -v -i -E "loading weights|warn" ; }
+quiet() { grep --line-buffered -v -i -E "loading weights|warn" ; }
 timeout 1200 "$PY" bench/serving.py --model rotary-mlm --layers 28 --hidden 768 --http \
   --seconds "$SECONDS_PER" --requests "$REQUESTS" --lone 100 --json bench/results/serving.jsonl --label "$LABEL" 2>&1 | quiet
 timeout 600 "$PY" bench/serving.py --model splade-tiny --http \

@@ -92,11 +92,13 @@ class QuantizedProjection:
     Row ``v`` is stored as ``round(w_v / s_v)`` with ``s_v = max|w_v| / 127``. ``error_terms``
     ``[3, V]`` holds, per row, its length ``||w_v||``, its distance to its int8 value ``||d_v||`` and
     the float32 slack on its length: what a document's largest ``||e||``, ``||x^||`` and ``||x||``
-    multiply in the screen's bound. Build it with :meth:`create`, which returns None where oneDNN's
-    int8 matmul is missing or may saturate.
+    multiply in the screen's bound. ``levels`` is the largest uint8 activation the screen may
+    pass (see :meth:`create`). Build it with :meth:`create`, which returns None where oneDNN's int8
+    matmul is missing.
     """
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, *, levels: int = 255) -> None:
+        self.levels = levels
         weight = weight.detach().float()
         self.scales = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
         rows = torch.round(weight / self.scales[:, None]).clamp_(-127, 127).to(torch.int8)
@@ -110,16 +112,20 @@ class QuantizedProjection:
     def create(cls, weight: torch.Tensor) -> QuantizedProjection | None:
         """The projection for a float32 CPU weight, or None where the int8 screen does not apply.
 
-        It needs oneDNN's int8 matmul and a CPU with VNNI (AVX512-VNNI, AVX-VNNI or AMX) that
-        oneDNN is not capped below: without VNNI, u8 x s8 products are summed in saturating
-        16-bit pairs, which would void the bound.
+        It needs oneDNN's int8 matmul on an x86 CPU with at least AVX2. With VNNI (AVX512-VNNI,
+        AVX-VNNI or AMX) that oneDNN is not capped below, u8 x s8 products are summed exactly in
+        32 bits: activations use all 8 bits. Without VNNI, oneDNN sums each pair of products in
+        saturating 16 bits, which would void the bound for 8-bit activations (2 x 255 x 127 >
+        32767); 7-bit activations (``levels`` 127: 2 x 127 x 127 <= 32767) never saturate, at
+        twice the rounding error, which the bound includes.
         """
-        if weight.device.type != "cpu" or weight.dtype != torch.float32 or not _cpu_has_vnni():
+        levels = _activation_levels()
+        if weight.device.type != "cpu" or weight.dtype != torch.float32 or levels is None:
             return None
         onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         if not onednn or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
             return None
-        return cls(weight)
+        return cls(weight, levels=levels)
 
     def max_logits(
         self,
@@ -177,7 +183,7 @@ def splade_max_logits_screened(
 ) -> torch.Tensor:
     """:func:`splade_max_logits` in float32, exact where it matters, for about a quarter of the CPU time.
 
-    An int8 pass (oneDNN with VNNI, about five times the float32 matmul rate) screens every
+    An int8 pass (oneDNN; with VNNI about five times the float32 matmul rate) screens every
     (document, vocabulary) pair, then only the pairs that can be positive, a few percent, are
     recomputed in float32 from the gathered weight rows. Every other entry is certainly <= 0, so
     it is returned as ``-inf`` and activates to exactly 0, as the exact logit would.
@@ -203,9 +209,9 @@ def splade_max_logits_screened(
     shifted_bias = torch.addmv(bias, weight, center)
 
     low, high = (float(v) for v in centered.aminmax())
-    scale = max(high - low, torch.finfo(torch.float32).tiny) / 255
+    scale = max(high - low, torch.finfo(torch.float32).tiny) / projection.levels
     zero_point = round(-low / scale)
-    quantized = torch.round(centered / scale + zero_point).clamp_(0, 255).to(torch.uint8)
+    quantized = torch.round(centered / scale + zero_point).clamp_(0, projection.levels).to(torch.uint8)
     rounded = (quantized.float() - zero_point).mul_(scale)
 
     norms = torch.stack(
@@ -253,21 +259,33 @@ def _exact_where(
     return torch.full(candidates.shape, float("-inf")).index_put_((rows, columns), values)
 
 
-# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) under which its int8 kernels use no VNNI instruction.
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) that leave its int8 kernels without VNNI instructions,
+# and those below AVX2, under which the screen is not used at all.
 _ONEDNN_ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
+_ONEDNN_ISAS_BELOW_AVX2 = frozenset({"SSE41", "AVX"})
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _onednn_cap() -> str:
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
 
 
 def _cpu_has_vnni() -> bool:
-    """True where oneDNN's int8 matmul sums exactly: a CPU with VNNI that oneDNN may use.
+    """True where oneDNN's int8 matmul may use VNNI: the CPU has it and oneDNN is not capped below it.
 
     VNNI is AVX512-VNNI, AVX-VNNI or AMX-INT8 (read from ``/proc/cpuinfo``, Linux). An ISA cap
     without VNNI (``ONEDNN_MAX_CPU_ISA=AVX2``, how an AVX2-only CPU is emulated on a newer one)
     makes oneDNN use its saturating AVX2 kernels, so it counts as no VNNI.
     """
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
-    if cap.strip().upper() in _ONEDNN_ISAS_WITHOUT_VNNI:
-        return False
-    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return _onednn_cap() not in _ONEDNN_ISAS_WITHOUT_VNNI and bool(_cpu_flags() & _VNNI_FLAGS)
+
+
+def _activation_levels() -> int | None:
+    """Largest uint8 activation oneDNN's int8 matmul sums exactly here: 255 with VNNI, 127 on
+    AVX2 without it (see :meth:`QuantizedProjection.create`), None below AVX2 or off x86."""
+    if "avx2" not in _cpu_flags() or _onednn_cap() in _ONEDNN_ISAS_BELOW_AVX2:
+        return None
+    return 255 if _cpu_has_vnni() else 127
 
 
 @functools.cache

@@ -220,10 +220,11 @@ class SpladeStages:
 
         ``SPARSEBRIDGE_HEAD`` set to a :class:`Head` value picks that head (an error if it cannot
         run here). Otherwise on CUDA the fused Triton kernel where Triton is present, else torch;
-        on a CPU each CPU head (the int8 screen where the CPU has VNNI, the tiled and the plain
-        float32 heads) runs twice on the probe texts repeated to ~512 tokens, and the fastest
-        wins. Every head gives the same vectors (within float32 rounding), so the choice changes
-        speed only.
+        on a CPU each CPU head (the int8 screen on x86 CPUs with AVX2, the tiled and the plain
+        float32 heads) runs once to warm up and twice timed on the probe texts repeated to ~512
+        tokens, and the fastest wins. Every head gives the same vectors (within float32
+        rounding), so the choice changes speed only. On a busy machine the timings are noisy, and
+        the choice may differ from a quiet machine's.
         """
         if self._choice is None:
             with self._choice_lock:
