@@ -65,18 +65,25 @@ def lone_queries(
     """p50/p99 of one query at a time for each side, the sides taking turns in blocks of 10 queries.
 
     Blocks, not single queries: a switch of side leaves the other side's torch worker threads
-    spinning for a moment, which would slow whichever side runs next.
+    spinning for a moment, which would slow whichever side runs next. The queries are sent from
+    a thread of their own, as from a web server's worker and as in :func:`closed_loop`.
     """
     latencies: dict[str, list[float]] = {name: [] for name in sides}
     deadline = time.perf_counter() + seconds
-    for block in range(0, count, 10):
-        for name, encode in sides.items():
-            for i in range(block, min(block + 10, count)):
-                start = time.perf_counter()
-                encode([queries[i % len(queries)]])
-                latencies[name].append(time.perf_counter() - start)
-        if time.perf_counter() > deadline:
-            break
+
+    def send() -> None:
+        for block in range(0, count, 10):
+            for name, encode in sides.items():
+                for i in range(block, min(block + 10, count)):
+                    start = time.perf_counter()
+                    encode([queries[i % len(queries)]])
+                    latencies[name].append(time.perf_counter() - start)
+            if time.perf_counter() > deadline:
+                return
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    sender.join()
     return {name: {**percentiles(times), "requests": len(times)} for name, times in latencies.items()}
 
 
@@ -199,7 +206,27 @@ def service(path: str, remote: bool, port: int, log: Path) -> Iterator[str]:
             process.wait()
 
 
+def drain(url: str, limit: float = 300) -> None:
+    """Wait until the service has answered every request admitted (wrk stops with some in flight)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        depth = next(
+            (line.split()[-1] for line in text.splitlines() if line.startswith("sparsebridge_queue_depth ")),
+            "0",
+        )
+        if float(depth) == 0:
+            return
+        time.sleep(0.5)
+
+
 def over_http(url: str, script: Path, concurrency: int, seconds: float) -> dict[str, Any]:
+    """wrk with ``concurrency`` connections for ``seconds``; then waits for the service to drain.
+
+    Latency percentiles are wrk's, over every answer (a 503 too); ``errors`` counts non-2xx
+    answers, timeouts and connection errors.
+    """
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
                "-s", str(script), url]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120).stdout
@@ -207,6 +234,7 @@ def over_http(url: str, script: Path, concurrency: int, seconds: float) -> dict[
     if line is None:
         raise RuntimeError(f"wrk printed no result: {output[-2000:]}")
     raw = json.loads(line[4:])
+    drain(url)
     elapsed = raw["duration_us"] / 1e6
     ok = raw["requests"] - raw["status_errors"]
     return {
