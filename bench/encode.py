@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from machine import describe, summary
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -223,6 +225,7 @@ def main() -> None:
     texts = make_texts(base.tokenizer, max(docs, st_docs), args.tokens)
     lengths = [len(ids) for ids in base.tokenizer(texts[:512], truncation=True, max_length=256)["input_ids"]]
     results: list[dict[str, Any]] = []
+    head_choice = ""
 
     def record(config: str, count: int, seconds: float, nnz: float) -> None:
         results.append({"config": config, "docs": count, "seconds": seconds, "docs_per_s": count / seconds,
@@ -233,7 +236,9 @@ def main() -> None:
 
     dtypes = [("fp32", torch.float32)] + ([("bf16", torch.bfloat16)] if cuda else [])
     st_settings = [("fp32", 32), ("bf16", 128)] if cuda else [("fp32", 32)]
+    cpu = describe()
     print(f"model {name}, device {args.device} ({machine()}), avg tokens {sum(lengths) / len(lengths):.0f}")
+    print(summary(cpu))
     for label, batch_size in st_settings:
         model = load(args.device)
         cast_floating(model, dict(dtypes)[label] if cuda else torch.float32)  # complex buffers stay complex
@@ -267,6 +272,9 @@ def main() -> None:
                     print_main_thread_profile(lambda e=encoder, s=subset: e.encode_documents(s))
             nnz = sum(len(v) for v in vectors) / len(vectors)
             assert encoder.uses_fast_path == fast
+            if fast and encoder.stages is not None:
+                head_choice = str(encoder.stages.head_choice)
+                print(f"fast path head: {head_choice}")
             record(f"sparsebridge {label} {variant} path", len(subset), seconds, nnz)
             del model, encoder
 
@@ -288,6 +296,9 @@ def main() -> None:
             "model": name,
             "device": args.device,
             "machine": machine(),
+            "cpu": cpu,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "head": head_choice,
             "avg_tokens": sum(lengths) / len(lengths),
             "torch": torch.__version__,
             "label": args.label,

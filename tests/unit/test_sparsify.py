@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -52,12 +56,12 @@ def test_to_sparse_vectors_prunes_and_keeps_row_order() -> None:
 def test_screened_head_is_exact_where_positive_and_zero_elsewhere(padded: bool, chunk_tokens: int) -> None:
     from sparsebridge.encoder.sparsify import QuantizedProjection, _cpu_has_vnni, splade_max_logits_screened
 
-    if not _cpu_has_vnni():
-        pytest.skip("no VNNI on this CPU: the encoder uses the float32 head")
     torch.manual_seed(1)
     weight = torch.randn(400, 32) / 4
     projection = QuantizedProjection.create(weight)
-    assert projection is not None, "a VNNI CPU, but this torch build has no oneDNN int8 matmul"
+    if projection is None:
+        pytest.skip("no int8 screen here (no AVX2, or no oneDNN int8 matmul): the encoder uses float32 heads")
+    assert projection.levels == (255 if _cpu_has_vnni() else 127)
     hidden = torch.randn(6, 11, 32) * 3 + torch.linspace(-4, 8, 32)  # a shared component, as in BERT
     lengths = torch.tensor([11, 7, 1, 4, 9, 2] if padded else [11] * 6)
     mask = torch.arange(11)[None, :] < lengths[:, None]
@@ -80,6 +84,48 @@ def test_screened_head_is_exact_where_positive_and_zero_elsewhere(padded: bool, 
     torch.testing.assert_close(
         splade_activation(screened, double_log=False), splade_activation(exact, double_log=False)
     )
+
+
+def test_activation_bits_follow_the_isa_onednn_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """8-bit activations only where oneDNN may use VNNI; 7 bits on AVX2 kernels (which sum pairs of
+    u8 x s8 products in saturating 16 bits); no screen below AVX2."""
+    from sparsebridge.encoder.sparsify import QuantizedProjection, _cpu_flags
+
+    weight = torch.randn(40, 8)
+    flags = _cpu_flags()
+    if "avx2" not in flags or not torch.backends.mkldnn.is_available():
+        assert QuantizedProjection.create(weight) is None
+        return
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    for cap, levels in (
+        ("SSE41", None),
+        ("avx", None),
+        ("AVX2", 127),
+        ("avx512_core", 127),
+        ("AVX512_CORE_VNNI", 255 if vnni else 127),
+        ("", 255 if vnni else 127),
+    ):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        projection = QuantizedProjection.create(weight)
+        assert (None if projection is None else projection.levels) == levels, cap
+
+
+def test_screened_head_is_exact_on_onednn_avx2_kernels() -> None:
+    """The screen test again with oneDNN capped to AVX2 (set before oneDNN starts, so in a new
+    process): the kernels an AVX2-only CPU runs, with their saturating 16-bit pair sums."""
+    from sparsebridge.encoder.sparsify import _cpu_flags
+
+    if "avx2" not in _cpu_flags() or not torch.backends.mkldnn.is_available():
+        pytest.skip("no AVX2 or no oneDNN here")
+    test = f"{__file__}::test_screened_head_is_exact_where_positive_and_zero_elsewhere"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0 and "3 passed" in result.stdout, result.stdout[-3000:]
 
 
 @pytest.mark.parametrize(("top_k", "capacity"), [(None, 64), (None, 8), (5, 64)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 
@@ -12,6 +13,7 @@ __all__ = [
     "splade_activation",
     "splade_max_logits",
     "splade_max_logits_screened",
+    "splade_max_logits_tiled",
 ]
 
 
@@ -39,6 +41,46 @@ def splade_max_logits(
     return pooled + bias if bias is not None else pooled
 
 
+def splade_max_logits_tiled(
+    hidden: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    tile_tokens: int = 512,
+    tile_vocab: int = 2048,
+) -> torch.Tensor:
+    """:func:`splade_max_logits` one cache-sized tile of logits at a time: no ``[tokens, vocab]`` buffer.
+
+    The logits are computed transposed, ``weight[tile] @ hidden[rows].T`` (``[tile_vocab, rows *
+    L]``, about ``tile_tokens`` whole rows of tokens), so each row's max over its ``L`` tokens is a
+    reduction over contiguous memory, done while the tile is still in cache, and only the pooled
+    ``[rows, tile_vocab]`` block is written out. The arithmetic is the same float32 matmul as
+    :func:`splade_max_logits`; what it saves is writing and re-reading the full logits (several GB
+    for a batch of documents), which on a CPU without int8 dot products is most of the head's time.
+    Padding is handled as in :func:`splade_max_logits`.
+    """
+    hidden = pad_with_first_token(hidden, mask)
+    batch, length, width = hidden.shape
+    vocab = weight.shape[0]
+    flat = hidden.reshape(-1, width)
+    rows = max(1, min(batch, tile_tokens // max(length, 1)))
+    tile_vocab = min(tile_vocab, vocab)
+    buffer = hidden.new_empty(tile_vocab * rows * length)
+    pooled = hidden.new_empty(batch, vocab)
+    for start in range(0, batch, rows):
+        stop = min(start + rows, batch)
+        tokens = flat[start * length : stop * length]
+        for column in range(0, vocab, tile_vocab):
+            block = weight[column : column + tile_vocab]
+            logits = buffer[: len(block) * len(tokens)].view(len(block), len(tokens))
+            torch.matmul(block, tokens.t(), out=logits)
+            pooled[start:stop, column : column + len(block)] = (
+                logits.view(len(block), -1, length).amax(dim=2).t()
+            )
+    return pooled + bias if bias is not None else pooled
+
+
 # Float32 rounding (the centre folded into the bias, oneDNN's epilogue, the float32 logits the
 # screen stands in for) is a few units of 2**-24 of these magnitudes; 2**-12 of them covers it.
 _FLOAT_SLACK = 2.0**-12
@@ -50,11 +92,13 @@ class QuantizedProjection:
     Row ``v`` is stored as ``round(w_v / s_v)`` with ``s_v = max|w_v| / 127``. ``error_terms``
     ``[3, V]`` holds, per row, its length ``||w_v||``, its distance to its int8 value ``||d_v||`` and
     the float32 slack on its length: what a document's largest ``||e||``, ``||x^||`` and ``||x||``
-    multiply in the screen's bound. Build it with :meth:`create`, which returns None where oneDNN's
-    int8 matmul is missing or may saturate.
+    multiply in the screen's bound. ``levels`` is the largest uint8 activation the screen may
+    pass (see :meth:`create`). Build it with :meth:`create`, which returns None where oneDNN's int8
+    matmul is missing.
     """
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, *, levels: int = 255) -> None:
+        self.levels = levels
         weight = weight.detach().float()
         self.scales = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
         rows = torch.round(weight / self.scales[:, None]).clamp_(-127, 127).to(torch.int8)
@@ -68,15 +112,20 @@ class QuantizedProjection:
     def create(cls, weight: torch.Tensor) -> QuantizedProjection | None:
         """The projection for a float32 CPU weight, or None where the int8 screen does not apply.
 
-        It needs oneDNN's int8 matmul and a CPU with VNNI (AVX512-VNNI, AVX-VNNI or AMX): without
-        VNNI, u8 x s8 products are summed in saturating 16-bit pairs, which would void the bound.
+        It needs oneDNN's int8 matmul on an x86 CPU with at least AVX2. With VNNI (AVX512-VNNI,
+        AVX-VNNI or AMX) that oneDNN is not capped below, u8 x s8 products are summed exactly in
+        32 bits: activations use all 8 bits. Without VNNI, oneDNN sums each pair of products in
+        saturating 16 bits, which would void the bound for 8-bit activations (2 x 255 x 127 >
+        32767); 7-bit activations (``levels`` 127: 2 x 127 x 127 <= 32767) never saturate, at
+        twice the rounding error, which the bound includes.
         """
-        if weight.device.type != "cpu" or weight.dtype != torch.float32 or not _cpu_has_vnni():
+        levels = _activation_levels()
+        if weight.device.type != "cpu" or weight.dtype != torch.float32 or levels is None:
             return None
         onednn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
         if not onednn or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
             return None
-        return cls(weight)
+        return cls(weight, levels=levels)
 
     def max_logits(
         self,
@@ -134,7 +183,7 @@ def splade_max_logits_screened(
 ) -> torch.Tensor:
     """:func:`splade_max_logits` in float32, exact where it matters, for about a quarter of the CPU time.
 
-    An int8 pass (oneDNN with VNNI, about five times the float32 matmul rate) screens every
+    An int8 pass (oneDNN; with VNNI about five times the float32 matmul rate) screens every
     (document, vocabulary) pair, then only the pairs that can be positive, a few percent, are
     recomputed in float32 from the gathered weight rows. Every other entry is certainly <= 0, so
     it is returned as ``-inf`` and activates to exactly 0, as the exact logit would.
@@ -160,9 +209,9 @@ def splade_max_logits_screened(
     shifted_bias = torch.addmv(bias, weight, center)
 
     low, high = (float(v) for v in centered.aminmax())
-    scale = max(high - low, torch.finfo(torch.float32).tiny) / 255
+    scale = max(high - low, torch.finfo(torch.float32).tiny) / projection.levels
     zero_point = round(-low / scale)
-    quantized = torch.round(centered / scale + zero_point).clamp_(0, 255).to(torch.uint8)
+    quantized = torch.round(centered / scale + zero_point).clamp_(0, projection.levels).to(torch.uint8)
     rounded = (quantized.float() - zero_point).mul_(scale)
 
     norms = torch.stack(
@@ -210,15 +259,43 @@ def _exact_where(
     return torch.full(candidates.shape, float("-inf")).index_put_((rows, columns), values)
 
 
-@functools.cache
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) that leave its int8 kernels without VNNI instructions,
+# and those below AVX2, under which the screen is not used at all.
+_ONEDNN_ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
+_ONEDNN_ISAS_BELOW_AVX2 = frozenset({"SSE41", "AVX"})
+_VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _onednn_cap() -> str:
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+
+
 def _cpu_has_vnni() -> bool:
-    """True on Linux CPUs that advertise VNNI int8 dot products (AVX512-VNNI, AVX-VNNI, AMX-INT8)."""
+    """True where oneDNN's int8 matmul may use VNNI: the CPU has it and oneDNN is not capped below it.
+
+    VNNI is AVX512-VNNI, AVX-VNNI or AMX-INT8 (read from ``/proc/cpuinfo``, Linux). An ISA cap
+    without VNNI (``ONEDNN_MAX_CPU_ISA=AVX2``, how an AVX2-only CPU is emulated on a newer one)
+    makes oneDNN use its saturating AVX2 kernels, so it counts as no VNNI.
+    """
+    return _onednn_cap() not in _ONEDNN_ISAS_WITHOUT_VNNI and bool(_cpu_flags() & _VNNI_FLAGS)
+
+
+def _activation_levels() -> int | None:
+    """Largest uint8 activation oneDNN's int8 matmul sums exactly here: 255 with VNNI, 127 on
+    AVX2 without it (see :meth:`QuantizedProjection.create`), None below AVX2 or off x86."""
+    if "avx2" not in _cpu_flags() or _onednn_cap() in _ONEDNN_ISAS_BELOW_AVX2:
+        return None
+    return 255 if _cpu_has_vnni() else 127
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+            return frozenset(next((line for line in f if line.startswith("flags")), "").split())
     except OSError:
-        return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+        return frozenset()
 
 
 def pad_with_first_token(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -14,16 +14,26 @@ benchmarks and diagnostics time them one at a time::
 The model is never modified: the body runs a copy of the module path that leads to the output
 projection, in which the projection is an identity (the copy shares every parameter and buffer with
 the model). A :class:`SpladeStages` holds no per-call state, so one instance serves many threads.
+
+Which head :meth:`SpladeStages.head` runs by default is decided once per model, when
+:meth:`SpladeStages.find` recognises it (see :attr:`SpladeStages.head_choice`): on CUDA the fused
+Triton kernel where Triton is present; on a CPU the fastest of the CPU heads on a short probe
+batch, timed there and then. The environment variable ``SPARSEBRIDGE_HEAD`` (a :class:`Head`
+value) or :meth:`SpladeStages.use_head` overrides the choice.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import logging
+import os
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
@@ -40,16 +50,25 @@ from sparsebridge.encoder.sparsify import (
     splade_activation,
     splade_max_logits,
     splade_max_logits_screened,
+    splade_max_logits_tiled,
 )
 from sparsebridge.errors import ModelOutputError
 
 if TYPE_CHECKING:
     from sentence_transformers import SparseEncoder
 
-__all__ = ["Head", "SpladeStages", "attention_without_cudnn", "model_name"]
+__all__ = ["HEAD_VARIABLE", "Head", "HeadChoice", "SpladeStages", "attention_without_cudnn", "model_name"]
+
+logger = logging.getLogger(__name__)
 
 # A few words of different lengths: the check that the body and the projection reproduce the model.
 _PROBE_TEXTS = ["sparse retrieval", "a second, longer text: so that the probe batch has padding"]
+
+HEAD_VARIABLE = "SPARSEBRIDGE_HEAD"
+"""The environment variable that overrides the head choice (a :class:`Head` value, e.g. ``tiled``)."""
+
+# The head probe times each CPU head on the probe texts repeated to about this many tokens.
+_HEAD_PROBE_TOKENS = 512
 
 
 class Head(str, Enum):
@@ -61,6 +80,34 @@ class Head(str, Enum):
     """The fused Triton kernel (CUDA): no logits in memory."""
     INT8_SCREEN = "int8-screen"
     """A CPU int8 screen with an exact error bound, then float32 where a weight can be positive."""
+    TILED = "tiled"
+    """CPU float32 in cache-sized tiles of the vocabulary, each max-pooled as it is computed."""
+
+
+@dataclass(frozen=True)
+class HeadChoice:
+    """Which head :meth:`SpladeStages.head` runs by default, and why.
+
+    Attributes:
+        head: The head.
+        reason: ``"probe"`` (the fastest on the probe batch), ``"device"`` (CUDA: the fused
+            kernel where Triton is present, else torch), ``"environment"`` (``SPARSEBRIDGE_HEAD``)
+            or ``"use_head"``.
+        seconds: The probe's time for each head it timed (best of two runs on the probe batch);
+            empty unless ``reason`` is ``"probe"``.
+        probe_tokens: Tokens in the probe batch (0 when there was no probe).
+    """
+
+    head: Head
+    reason: str
+    seconds: Mapping[Head, float] = field(default_factory=dict)
+    probe_tokens: int = 0
+
+    def __str__(self) -> str:
+        if not self.seconds:
+            return f"{self.head.value} ({self.reason})"
+        timed = ", ".join(f"{head.value} {1000 * s:.1f} ms" for head, s in self.seconds.items())
+        return f"{self.head.value} (probe on {self.probe_tokens} tokens: {timed})"
 
 
 class SpladeStages:
@@ -107,6 +154,9 @@ class SpladeStages:
         self._screen_lock = threading.Lock()
         self._screen: QuantizedProjection | None = None
         self._screen_made = False
+        self._choice_lock = threading.Lock()
+        self._choice: HeadChoice | None = None
+        self._probe_batch: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     @classmethod
     def find(cls, model: SparseEncoder) -> SpladeStages | None:
@@ -146,7 +196,10 @@ class SpladeStages:
             double_log=pooling.activation_function == "log1p_relu",
             model_name=model_name(model),
         )
-        return stages if stages._reproduces_model() else None
+        if not stages._reproduces_model():
+            return None
+        logger.info("%s: head %s", stages.model_name, stages.head_choice)
+        return stages
 
     @property
     def device(self) -> torch.device:
@@ -157,13 +210,94 @@ class SpladeStages:
         return self.projection.out_features
 
     def heads(self) -> list[Head]:
-        """The heads that can run here, the one :meth:`head` uses by default first."""
-        available = [Head.TORCH]
-        if triton_head.available(self.device):  # CUDA, or Triton's interpreter on a CPU
-            available.insert(0, Head.TRITON)
-        if self.screen is not None:
-            available.insert(0, Head.INT8_SCREEN)
+        """The heads that can run here, the one :meth:`head` uses by default (:attr:`head_choice`) first."""
+        chosen = self.head_choice.head
+        return [chosen, *(head for head in self._available_heads() if head is not chosen)]
+
+    @property
+    def head_choice(self) -> HeadChoice:
+        """The default head and why it was chosen (made once, on first use: :meth:`find` uses it).
+
+        ``SPARSEBRIDGE_HEAD`` set to a :class:`Head` value picks that head (an error if it cannot
+        run here). Otherwise on CUDA the fused Triton kernel where Triton is present, else torch;
+        on a CPU each CPU head (the int8 screen on x86 CPUs with AVX2, the tiled and the plain
+        float32 heads) runs once to warm up and twice timed on the probe texts repeated to ~512
+        tokens, and the fastest wins. Every head gives the same vectors (within float32
+        rounding), so the choice changes speed only. On a busy machine the timings are noisy, and
+        the choice may differ from a quiet machine's.
+        """
+        if self._choice is None:
+            with self._choice_lock:
+                if self._choice is None:
+                    self._choice = self._choose_head()
+        return self._choice
+
+    def use_head(self, head: Head | str) -> HeadChoice:
+        """Make ``head`` the default for every later call (and every thread); returns the new choice.
+
+        Raises:
+            ValueError: ``head`` is not a head or cannot run on this device.
+        """
+        chosen = self._runnable(head)
+        with self._choice_lock:
+            self._choice = HeadChoice(chosen, "use_head")
+        return self._choice
+
+    def _available_heads(self) -> list[Head]:
+        """Every head that can run on this device, in order of preference before any timing."""
+        if self.device.type == "cuda":
+            return [Head.TRITON, Head.TORCH] if triton_head.available(self.device) else [Head.TORCH]
+        available = [Head.INT8_SCREEN] if self.screen is not None else []
+        available += [Head.TILED, Head.TORCH]
+        if triton_head.available(self.device):  # Triton's interpreter (TRITON_INTERPRET=1): tests only
+            available.append(Head.TRITON)
         return available
+
+    def _runnable(self, head: Head | str) -> Head:
+        try:
+            chosen = Head(head)
+        except ValueError:
+            raise ValueError(f"unknown head {head!r}: one of {', '.join(h.value for h in Head)}") from None
+        available = self._available_heads()
+        if chosen not in available:
+            names = ", ".join(h.value for h in available)
+            raise ValueError(f"head {chosen.value!r} cannot run on {self.device} (here: {names})")
+        return chosen
+
+    def _choose_head(self) -> HeadChoice:
+        requested = os.environ.get(HEAD_VARIABLE, "").strip()
+        if requested:
+            try:
+                return HeadChoice(self._runnable(requested), "environment")
+            except ValueError as e:
+                raise ValueError(f"{HEAD_VARIABLE}={requested}: {e}") from None
+        available = self._available_heads()
+        if self.device.type != "cpu":
+            return HeadChoice(available[0], "device")
+        candidates = [head for head in available if head is not Head.TRITON]
+        hidden, mask = self._head_probe_batch()
+        seconds: dict[Head, float] = dict.fromkeys(candidates, float("inf"))
+        with torch.inference_mode():
+            # a warm-up run of each (allocations, oneDNN's kernels for these shapes), then two
+            # timed rounds that take turns, so that a busy moment of the machine hits every head
+            for timed in (False, True, True):
+                for head in candidates:
+                    start = time.perf_counter()
+                    self.head(hidden, mask, method=head, chunk_tokens=1024)
+                    if timed:
+                        seconds[head] = min(seconds[head], time.perf_counter() - start)
+        fastest = min(candidates, key=seconds.__getitem__)  # ties go to the earlier, preferred head
+        return HeadChoice(fastest, "probe", seconds, probe_tokens=hidden.shape[0] * hidden.shape[1])
+
+    def _head_probe_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Hidden states to time the heads on: the probe texts' (from :meth:`find`), repeated."""
+        if self._probe_batch is None:  # built without find(): random states of the model's width
+            generator = torch.Generator().manual_seed(0)
+            hidden = torch.randn(2, 16, self.projection.in_features, generator=generator)
+            self._probe_batch = hidden.to(self.device, self.projection.weight.dtype), None
+        hidden, mask = self._probe_batch
+        copies = max(1, _HEAD_PROBE_TOKENS // (hidden.shape[0] * hidden.shape[1]))
+        return hidden.repeat(copies, 1, 1), None if mask is None else mask.repeat(copies, 1)
 
     @property
     def screen(self) -> QuantizedProjection | None:
@@ -237,16 +371,18 @@ class SpladeStages:
         """Activated SPLADE weights ``[B, V]`` (float32) from the body's hidden states.
 
         The max over real tokens is taken on raw logits and activated once. ``method`` defaults to
-        the first of :meth:`heads`. A row whose hidden states are not all finite comes out as NaN,
-        which the extractor reports as :class:`~sparsebridge.errors.ModelOutputError`.
+        :attr:`head_choice`; ``chunk_tokens`` bounds the tokens whose logits the torch and int8
+        heads hold at once (the tiled head's tiles have a fixed, cache-sized shape). A row whose
+        hidden states are not all finite comes out as NaN, which the extractor reports as
+        :class:`~sparsebridge.errors.ModelOutputError`.
         """
-        method = method or self.heads()[0]
-        if method not in self.heads():
-            raise ValueError(f"head {method.value!r} cannot run on {self.device}")
+        method = self.head_choice.head if method is None else self._runnable(method)
         weight, bias = self.projection.weight, self.projection.bias
         padded = pad_with_first_token(hidden, mask)
         finite = torch.isfinite(padded).flatten(1).all(dim=1)
-        if method is Head.INT8_SCREEN:
+        if method is Head.TILED:
+            pooled = splade_max_logits_tiled(padded, None, weight, bias)
+        elif method is Head.INT8_SCREEN:
             screen = self.screen
             assert screen is not None
             if not bool(finite.all()):  # the screen's quantisation needs finite inputs (CPU: no sync cost)
@@ -275,10 +411,12 @@ class SpladeStages:
             if not bool(torch.isfinite(expected[mask.bool()]).all()):
                 raise ModelOutputError(non_finite_message(self.model_name), self.model_name)
             try:
-                padded = self.projection(self.body(ids, mask.bool()))
+                hidden = self.body(ids, mask.bool())
+                padded = self.projection(hidden)
                 unpadded = self.projection(self.body(ids[1:], None))
             except Exception:  # the model's forward does not fit the fast path's calls
                 return False
+        self._probe_batch = hidden, mask.bool()
         # Unpadded rows may run another attention kernel than the padded batch: in 16-bit floats
         # that moves logits by up to a few percent of their range; a wrong projection moves them by
         # about all of it.
