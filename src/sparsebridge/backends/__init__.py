@@ -104,8 +104,8 @@ def open_backend(
             parsed.name, url=parsed.url, api_key=api_key, verify_certs=verify_certs, **connection
         )
         if parsed.engine is Engine.OPENSEARCH:
-            return OpenSearchBackend(cluster, **options)
-        return ElasticsearchBackend(cluster, **options)
+            return OpenSearchBackend(cluster, location=parsed, **options)
+        return ElasticsearchBackend(cluster, location=parsed, **options)
     given = [name for name, value in connection.items() if value is not None]
     if given or not verify_certs:
         raise ValueError(

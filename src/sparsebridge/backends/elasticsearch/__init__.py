@@ -5,5 +5,6 @@ from sparsebridge.backends.elasticsearch.adapter import (
     ElasticsearchDialect,
     check_server_version,
 )
+from sparsebridge.backends.elasticsearch.bodies import SparseQuery
 
-__all__ = ["ElasticsearchBackend", "ElasticsearchDialect", "check_server_version"]
+__all__ = ["ElasticsearchBackend", "ElasticsearchDialect", "SparseQuery", "check_server_version"]
