@@ -16,7 +16,7 @@ from backend_harness import (
     qdrant_harness,
 )
 
-from sparsebridge.backends import Backend, MemoryBackend, OpenSearchBackend, Record
+from sparsebridge.backends import Backend, ElasticsearchBackend, MemoryBackend, OpenSearchBackend, Record
 from sparsebridge.encoder import Encoder
 from sparsebridge.types import Document
 
@@ -30,6 +30,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         h = qdrant_harness(tmp_path)
     elif name == "qdrant-edge":
         h = qdrant_edge_harness(tmp_path)
+    elif name == "elasticsearch":
+        h = cluster_harness(name, ElasticsearchBackend, request.getfixturevalue("elasticsearch_url"))
     else:
         url = request.getfixturevalue("opensearch_url")
         if name == "opensearch":

@@ -18,22 +18,20 @@ from faultkit import Corpus, cli, wait_for_position
 BATCH = "32"
 
 
-def _target(kind: str, tmp_path: Path, opensearch_url: str | None) -> tuple[str, str]:
+def _target(kind: str, tmp_path: Path, url: str | None) -> tuple[str, str]:
     name = f"fault-kill-{uuid.uuid4().hex[:8]}"
-    if kind == "opensearch":
-        assert opensearch_url is not None
-        return f"opensearch://{opensearch_url.removeprefix('http://')}/{name}", name
+    if kind in ("opensearch", "elasticsearch"):  # the url of that engine's node
+        assert url is not None
+        return f"{kind}://{url.removeprefix('http://')}/{name}", name
     if kind == "qdrant-edge":
         return f"qdrant+edge://{tmp_path}/edge/{name}", name
     return f"qdrant+local://{tmp_path}/qdrant/{name}", name
 
 
-def _read(
-    kind: str, tmp_path: Path, opensearch_url: str | None, name: str
-) -> dict[str, list[dict[int, float]]]:
-    if kind == "opensearch":
-        assert opensearch_url is not None
-        return read_opensearch(opensearch_url, name)
+def _read(kind: str, tmp_path: Path, url: str | None, name: str) -> dict[str, list[dict[int, float]]]:
+    if kind in ("opensearch", "elasticsearch"):  # the same HTTP API reads both
+        assert url is not None
+        return read_opensearch(url, name)
     if kind == "qdrant-edge":
         return read_qdrant_edge(str(tmp_path / "edge" / name))  # the shard the killed run left
     from qdrant_client import QdrantClient
@@ -45,14 +43,16 @@ def _read(
         client.close()
 
 
-@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge"])
+@pytest.fixture(params=["opensearch", "elasticsearch", "qdrant-local", "qdrant-edge"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 def url_for(kind: str, request: pytest.FixtureRequest) -> str | None:
-    return str(request.getfixturevalue("opensearch_url")) if kind == "opensearch" else None
+    if kind in ("opensearch", "elasticsearch"):
+        return str(request.getfixturevalue(f"{kind}_url"))
+    return None
 
 
 def test_sigkill_mid_run_then_resume(
