@@ -404,7 +404,7 @@ def _run_dir(args: argparse.Namespace) -> Path:
         return Path(args.run_dir)
     import hashlib
 
-    key = hashlib.sha1(f"{args.input.resolve()}\n{args.to}".encode()).hexdigest()[:10]
+    key = hashlib.sha1(f"{args.input.resolve()}\n{parse_target(args.to).uri}".encode()).hexdigest()[:10]
     return Path(".sparsebridge") / "runs" / f"{args.input.stem}-{key}"
 
 
@@ -495,7 +495,7 @@ def _run_ingest(args: argparse.Namespace, live: list[Any]) -> int:
     if stats.interrupted:
         _fail(f"interrupted after {stats.position} items; continue with --resume (run dir {run_dir})")
         return 130
-    print(f"wrote {stats.written} documents to {args.to}")
+    print(f"wrote {stats.written} documents to {parse_target(args.to).uri}")
     return 0
 
 
@@ -569,7 +569,7 @@ def _run_ray_ingest(args: argparse.Namespace) -> int:
     print(f"run {stats.run_number}: {stats.summary()}", file=sys.stderr)
     if stats.dead_lettered:
         print(f"dead-lettered items are listed in {_run_dir(args) / 'dead_letter.jsonl'}", file=sys.stderr)
-    print(f"wrote {stats.written} documents to {args.to}")
+    print(f"wrote {stats.written} documents to {parse_target(args.to).uri}")
     return 0
 
 

@@ -278,6 +278,39 @@ def test_serialization_keeps_secrets_out_and_refuses_objects(
     )
 
 
+def test_credentials_in_the_target_uri_are_used_and_never_serialized(monkeypatch: pytest.MonkeyPatch) -> None:
+    in_uri = SparsebridgeRetriever("opensearch://reader:hunter2@localhost:9200/docs", "splade-tiny")
+    target = in_uri._backend.target  # type: ignore[attr-defined]
+    assert (target.username, target.password) == ("reader", "hunter2")  # used
+    pipeline = Pipeline()
+    pipeline.add_component("retriever", in_uri)
+    with pytest.raises(ValueError, match="from_env_var") as caught:
+        pipeline.dumps()
+    assert "hunter2" not in str(caught.value)
+    monkeypatch.setenv("SB_TEST_PASSWORD", "hunter2")
+    from_env = SparsebridgeRetriever(
+        "opensearch://reader@localhost:9200/docs",
+        "splade-tiny",
+        password=Secret.from_env_var("SB_TEST_PASSWORD"),
+    )
+    assert from_env._backend.target.password == "hunter2"  # type: ignore[attr-defined]
+    pipeline = Pipeline()
+    pipeline.add_component("retriever", from_env)
+    text = pipeline.dumps()
+    assert "hunter2" not in text and "target: opensearch://localhost:9200/docs" in text and "reader" in text
+    with pytest.raises(ValueError, match="once"):
+        SparsebridgeRetriever(
+            "opensearch://reader:x@localhost/docs",
+            "splade-tiny",
+            password=Secret.from_env_var("SB_TEST_PASSWORD"),
+        )
+    for key in ("password", "username", "api_key"):
+        with pytest.raises(ValueError, match="not in backend_options"):
+            SparsebridgeRetriever(
+                "opensearch://localhost/docs", "splade-tiny", backend_options={key: "hunter2"}
+            )
+
+
 # (e) the text embedder is the model's query path, the document embedder its document path.
 
 

@@ -81,21 +81,24 @@ def open_backend(
     Args:
         target: The target URI (see :mod:`sparsebridge.backends.targets`), or one already parsed.
         api_key: Qdrant server or Elasticsearch API key.
-        username: OpenSearch/Elasticsearch basic-auth user (with ``password``).
-        password: OpenSearch/Elasticsearch basic-auth password.
+        username: OpenSearch/Elasticsearch basic-auth user (with ``password``); or in the URI's
+            user information (``opensearch://USER:PASSWORD@HOST/INDEX``), never printed.
+        password: OpenSearch/Elasticsearch basic-auth password (or in the URI).
         ca_certs: OpenSearch/Elasticsearch CA bundle for ``+https`` targets.
         verify_certs: False turns TLS certificate checks off (``+https`` targets).
         **options: Passed to the backend's constructor (``retry``, ``refresh``, ``field_type``, ...).
 
     Raises:
-        ValueError: The URI is malformed, names an unknown scheme, or an option does not apply to it.
+        ValueError: The URI is malformed, names an unknown scheme, or an option does not apply to
+            it; or the URI and a keyword give different credentials.
 
     Example:
         >>> open_backend("opensearch://localhost:9200/docs").target.index
         'docs'
     """
     parsed = target if isinstance(target, Target) else parse_target(target)
-    connection = {"username": username, "password": password, "ca_certs": ca_certs}
+    parsed = parsed.with_credentials(username=username, password=password)  # the URI's, or these
+    connection = {"username": parsed.username, "password": parsed.password, "ca_certs": ca_certs}
     if parsed.cluster:
         assert parsed.name is not None and parsed.url is not None
         if options.pop("idf", False):

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from sparsebridge.backends.base import Backend
+from sparsebridge.backends.targets import redact_uri
 from sparsebridge.encoder import Encoder
 from sparsebridge.ingest.pipeline import IngestStats, ingest
 from sparsebridge.types import Document, SparseVector
@@ -111,7 +112,8 @@ def bench_ingest(
     Args:
         encoder: The encoder to measure.
         backend_factory: ``f(name) -> Backend``: a fresh, empty index/collection per phase.
-        target: A description of the target, for the record.
+        target: The target URI, recorded as :func:`~sparsebridge.backends.targets.redact_uri`
+            shows it (no credentials).
         docs: Documents of the full pipeline run (the memory high-water mark is taken there).
         encode_docs: Documents of the encode-only run.
         sink_docs: Documents of the sink-only run.
@@ -176,7 +178,7 @@ def bench_ingest(
     pipeline_rate = full.written / full.elapsed_s
     log(f"pipeline: {pipeline_rate:.0f} docs/s ({full.summary()})")
     result = BenchResult(
-        target=target,
+        target=redact_uri(target),
         machine=f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         cores=os.cpu_count() or 1,
         device=str(encoder.device),

@@ -187,7 +187,7 @@ def ray_ingest(
         raise ValueError("max_dead_letter_fraction must be in [0, 1]")
     parsed = parse_target(target)
     if parsed.embedded and options.writers != 1:
-        raise ValueError(f"an embedded target ({target}) is opened by one process: use writers=1")
+        raise ValueError(f"an embedded target ({parsed.uri}) is opened by one process: use writers=1")
     backend_kwargs = dict(backend_options or {})
     if dense_model is not None and "dense_size" not in backend_kwargs:
         raise ValueError("a dense model needs backend_options['dense_size'] (its dimension)")

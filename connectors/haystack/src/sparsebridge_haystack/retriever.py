@@ -8,6 +8,7 @@ import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.dataclasses import SparseEmbedding
 from haystack.utils import Secret, deserialize_secrets_inplace
+from haystack.utils.auth import SecretType
 
 from sparsebridge import (
     Backend,
@@ -19,6 +20,7 @@ from sparsebridge import (
     SparseVector,
     open_backend,
 )
+from sparsebridge.backends import parse_target
 from sparsebridge.search import Searcher, SearchMode, check_setup, hit_text
 
 __all__ = ["SparsebridgeRetriever", "to_document"]
@@ -29,6 +31,31 @@ def to_document(hit: SearchHit) -> Document:
     return Document(
         id=hit.id, content=hit_text(hit), meta=dict(hit.payload.get("metadata") or {}), score=hit.score
     )
+
+
+def _credentials_apart(
+    target: str, username: str | None, password: Secret | None, backend_options: dict[str, Any] | None
+) -> tuple[str, str | None, Secret | None]:
+    """The target URI without credentials (as it is serialized), the user and the password.
+
+    A password in the URI becomes a token ``Secret``: usable here, never serialized.
+    """
+    given = sorted({"api_key", "username", "password"} & set(backend_options or {}))
+    if given:
+        raise ValueError(
+            f"give {', '.join(given)} as the retriever's own argument (api_key and password as a "
+            "haystack Secret, e.g. Secret.from_env_var(NAME)), not in backend_options, which are "
+            "serialized as they are"
+        )
+    parsed = parse_target(target)
+    if parsed.username is not None and username is not None and parsed.username != username:
+        raise ValueError(f"target {parsed.uri!r}: the URI and username= give different users")
+    if parsed.password is not None and password is not None:
+        raise ValueError(
+            f"target {parsed.uri!r}: give the password once, as password=Secret.from_env_var(NAME)"
+        )
+    secret = Secret.from_token(parsed.password) if parsed.password is not None else password
+    return parsed.uri, parsed.username or username, secret
 
 
 @component
@@ -43,8 +70,10 @@ class SparsebridgeRetriever:
 
     Built from a target URI (``qdrant+local://DIR/COLLECTION``, ``opensearch://HOST:PORT/INDEX``...)
     and model names, the component serializes (``to_dict`` / pipeline ``dumps``); secrets are
-    Haystack ``Secret`` objects (environment variables). Built from a ``Backend`` or ``Encoder``
-    object, it works in-process but does not serialize.
+    Haystack ``Secret`` objects (environment variables), and the target is serialized without
+    its user information. A password in the target URI (``opensearch://USER:PASSWORD@HOST/INDEX``)
+    is used, but then the component does not serialize: give it as ``Secret.from_env_var``. Built
+    from a ``Backend`` or ``Encoder`` object, it works in-process but does not serialize.
 
     Args:
         target: A sparsebridge target URI, or a ``Backend``.
@@ -59,7 +88,8 @@ class SparsebridgeRetriever:
         fusion_weights: Hybrid: one weight per leg (sparse, dense, bm25; those present).
         candidates: Hybrid: hits per leg before fusion.
         device: Device for the models.
-        backend_options: Keyword options of ``open_backend`` (``dense_size``, ``field``...).
+        backend_options: Keyword options of ``open_backend`` (``dense_size``, ``field``...);
+            credentials are refused here (they would be serialized as given).
         api_key: Qdrant server or Elasticsearch API key.
         username: OpenSearch/Elasticsearch user.
         password: OpenSearch/Elasticsearch password.
@@ -92,9 +122,12 @@ class SparsebridgeRetriever:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         if isinstance(target, str):
-            parsed_target: str | None = target
+            parsed_target: str | None
+            parsed_target, username, password = _credentials_apart(
+                target, username, password, backend_options
+            )
             backend: Backend = open_backend(
-                target,
+                parsed_target,
                 api_key=api_key.resolve_value() if api_key else None,
                 username=username,
                 password=password.resolve_value() if password else None,
@@ -180,6 +213,11 @@ class SparsebridgeRetriever:
         params = dict(self._init)
         for key in ("api_key", "password"):
             secret = params[key]
+            if isinstance(secret, Secret) and secret.type is SecretType.TOKEN:
+                raise ValueError(
+                    f"SparsebridgeRetriever's {key} is a token (given as Secret.from_token, or in the "
+                    f"target URI) and cannot be serialized: give it as {key}=Secret.from_env_var(NAME)"
+                )
             params[key] = secret.to_dict() if isinstance(secret, Secret) else None
         return default_to_dict(self, **params)
 

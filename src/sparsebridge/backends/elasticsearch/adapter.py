@@ -69,8 +69,6 @@ __all__ = [
     "sparse_query_candidates",
 ]
 
-_JSON = {"accept": "application/json"}
-
 
 def _elasticsearch() -> Any:
     try:
@@ -203,9 +201,12 @@ class ElasticsearchDialect:
     def perform(self, client: Any, request: Request) -> Answer:
         """One request through the client's transport: plain JSON, without compatibility headers."""
         path = request.path + (f"?{urlencode(dict(request.params))}" if request.params else "")
-        headers = dict(_JSON)
+        headers = client._headers.copy()  # the client's own: its Authorization (basic auth, API key)
+        headers["accept"] = "application/json"  # plain JSON: no compatible-with header
         if request.body is not None:
             headers["content-type"] = "application/json"
+        else:
+            headers.pop("content-type", None)
         response = client.transport.perform_request(request.method, path, headers=headers, body=request.body)
         return Answer(int(response.meta.status), response.body)
 
