@@ -56,6 +56,7 @@ class Recorder:
 
     plugins: list[str] = field(default_factory=list)
     wrapped: bool = False  # answer raw requests as elasticsearch-py's transport does
+    _headers: dict[str, str] = field(default_factory=dict)  # elasticsearch-py's client headers
     answer: list[dict[str, Any]] = field(default_factory=lambda: [hit("b", 0.9), hit("a", 0.9)])
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
