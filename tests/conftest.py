@@ -182,15 +182,23 @@ def opensearch_without_knn_url(opensearch_url: str) -> str:
     return opensearch_url
 
 
-@pytest.fixture(scope="session")
-def tiny_queue_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second node (own run dir and ports) with write pool and queue of 1: it answers real 429s."""
+def _tiny_queue_node(engine: str, port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second node of ``engine`` (own run dir and ports) with write pool and queue of 1: real 429s."""
     from opensearch_nodes import started_node
 
-    port = int(os.environ.get("OPENSEARCH_429_PORT", "9251"))
-    settings = {"OPENSEARCH_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1"}
-    with started_node(port, tmp_path_factory.mktemp("opensearch-429"), what="429", env=settings) as (url, _):
+    prefix = engine.upper()
+    settings = {f"{prefix}_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1"}
+    run_dir = tmp_path_factory.mktemp(f"{engine}-429")
+    with started_node(port, run_dir, what="429", env=settings, engine=engine) as (url, _):
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_queue_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second OpenSearch node with write pool and queue of 1: it answers real 429s."""
+    yield from _tiny_queue_node(
+        "opensearch", int(os.environ.get("OPENSEARCH_429_PORT", "9251")), tmp_path_factory
+    )
 
 
 @pytest.fixture(scope="session")
@@ -218,10 +226,6 @@ def elasticsearch_url() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_queue_es_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second Elasticsearch node (own run dir and ports) with write pool and queue of 1: real 429s."""
-    from elasticsearch_nodes import started_es_node
-
+    """A second Elasticsearch node with write pool and queue of 1: it answers real 429s."""
     port = int(os.environ.get("ELASTICSEARCH_429_PORT", "9281"))
-    settings = {"ELASTICSEARCH_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1"}
-    with started_es_node(port, tmp_path_factory.mktemp("elasticsearch-429"), what="429", env=settings) as url:
-        yield url
+    yield from _tiny_queue_node("elasticsearch", port, tmp_path_factory)

@@ -8,15 +8,10 @@ distribution. The reference is the exact in-memory backend over the same vectors
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,28 +19,28 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from live_checks import (
+    COSINE_TOLERANCE,
+    QUANTIZATION,
+    assert_same_fused_hits,
+    recall,
+    run_cli,
+    sparse_swaps_within_quantization,
+    unique,
+)
 
 from sparsebridge.backends import ClusterTarget, ElasticsearchBackend, FieldType, MemoryBackend, Record
 from sparsebridge.backends.elasticsearch import SparseQuery
-from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.errors import BackendError
-from sparsebridge.eval import BeirDataset, load_beir
 from sparsebridge.query import Fusion, FusionMethod, HybridQuery
 from sparsebridge.query.fusion import fuse
-from sparsebridge.types import Document, SearchHit, SparseVector
+from sparsebridge.types import Document, SparseVector
 
 DATASET = Path(__file__).parents[1] / "data" / "minibeir"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "sample_corpus.jsonl"
 CANDIDATES = 20
-QUANTIZATION = 2**-8  # one stored sparse_vector value's worst relative error (9 significant bits)
 METRIC_BOUND = 0.01  # |backend - exact| per metric: quantization can only swap near-ties
-COSINE_TOLERANCE = 1e-5  # float32 vectors, and the engine's (1 + cos) / 2 mapped back to cos
-FUSED_TOLERANCE = 1e-4  # fused scores of legs whose scores may differ in their last float32 bits
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def http(url: str, path: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
@@ -66,24 +61,6 @@ def delete_index(url: str, index: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def dense() -> DenseEncoder:
-    return DenseEncoder.load("minilm", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def dataset() -> BeirDataset:
-    return load_beir(DATASET)
-
-
-@pytest.fixture(scope="module")
-def records(encoder: Encoder, dense: DenseEncoder, dataset: BeirDataset) -> list[Record]:
-    documents = list(dataset.corpus.values())
-    texts = [d.text for d in documents]
-    sparse, embedded = encoder.encode_documents(texts), dense.encode_documents(texts)
-    return [Record(d, s, e) for d, s, e in zip(documents, sparse, embedded, strict=True)]
-
-
-@pytest.fixture(scope="module")
 def indexed(
     elasticsearch_url: str, records: list[Record], dense: DenseEncoder
 ) -> Iterator[ElasticsearchBackend]:
@@ -96,28 +73,6 @@ def indexed(
     yield backend
     delete_index(elasticsearch_url, backend.target.index)
     backend.close()
-
-
-@pytest.fixture(scope="module")
-def exact(records: list[Record]) -> MemoryBackend:
-    reference = MemoryBackend()
-    reference.write(records)
-    return reference
-
-
-@pytest.fixture(scope="module")
-def texts(dataset: BeirDataset) -> list[str]:
-    return list(dataset.queries.values())
-
-
-@pytest.fixture(scope="module")
-def dense_queries(dense: DenseEncoder, texts: list[str]) -> list[npt.NDArray[np.float32]]:
-    return list(dense.encode_queries(texts))
-
-
-@pytest.fixture(scope="module")
-def sparse_queries(encoder: Encoder, texts: list[str]) -> list[SparseVector]:
-    return list(encoder.encode_queries(texts))
 
 
 def node_version(url: str) -> str:
@@ -194,27 +149,10 @@ def test_sparse_results_differ_from_exact_only_by_quantization(
     indexed: ElasticsearchBackend, exact: MemoryBackend, sparse_queries: list[SparseVector]
 ) -> None:
     got_all = indexed.search_batch(sparse_queries, k=100)
-    want_all = exact.search_batch(sparse_queries, k=100)
-    swaps = 0
-    for query, got, want in zip(sparse_queries, got_all, want_all, strict=True):
-        true = {h.id: h.score for h in exact.search(query, k=10_000)}
-        assert len(got) == len(want)
-        assert [h.id for h in indexed.search(query, k=100)] == [h.id for h in got]  # one body, two paths
-        for g, w in zip(got, want, strict=True):  # the i-th best score, backend vs exact
-            assert g.score == pytest.approx(w.score, rel=QUANTIZATION)
-            assert g.score == pytest.approx(true[g.id], rel=QUANTIZATION)
-        cutoff = want[-1].score * (1 - 2 * QUANTIZATION)
-        for document_id in {h.id for h in got} ^ {h.id for h in want}:
-            assert true[document_id] >= cutoff, document_id
-        for a, b in itertools.pairwise(got):
-            if true[a.id] < true[b.id]:
-                swaps += 1
-                assert true[a.id] >= true[b.id] * (1 - 2 * QUANTIZATION), (a.id, b.id)
+    for query, got in zip(sparse_queries, got_all, strict=True):  # one body, two paths
+        assert [h.id for h in indexed.search(query, k=100)] == [h.id for h in got]
+    swaps = sparse_swaps_within_quantization(got_all, exact, sparse_queries, k=100)
     print(f"\n{len(sparse_queries)} queries: {swaps} adjacent near-tie swaps against exact order")
-
-
-def recall(got: list[SearchHit], want: list[SearchHit]) -> float:
-    return len({h.id for h in got} & {h.id for h in want}) / len(want)
 
 
 @pytest.mark.parametrize("k", [10, 100])
@@ -263,20 +201,9 @@ def test_sparse_dense_bm25_hybrid_is_client_side_fusion_of_the_live_legs(
     bm25 = indexed.search_text_batch(texts, k=CANDIDATES)
     for query, hits, s, d, t in zip(queries, got, sparse, dense_leg, bm25, strict=True):
         assert s and d and t
-        want = fuse([s, d, t], fusion, limit=30)
-        assert len(hits) == len(want)
-        assert [h.score for h in hits] == pytest.approx([h.score for h in want], abs=FUSED_TOLERANCE)
-        wanted = {h.id: h.score for h in want}
-        for hit in hits:
-            assert hit.score == pytest.approx(wanted.get(hit.id, want[-1].score), abs=FUSED_TOLERANCE)
+        assert_same_fused_hits(hits, fuse([s, d, t], fusion, limit=30))
         exact_dense = exact.exact_legs(query, text_leg=t)[1]
         assert {h.id for h in d} == {h.id for h in exact_dense}
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "sparsebridge.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False, cwd=cwd)
 
 
 def test_cli_ingest_and_search_through_an_elasticsearch_uri(elasticsearch_url: str, tmp_path: Path) -> None:
