@@ -88,8 +88,8 @@ OPENSEARCH_FIXTURES = {
 
 
 # `make test` runs the tests marked `elasticsearch` (every test that uses an Elasticsearch node, found
-# by its fixtures or its parameters) in a pass of their own on the node of scripts/elasticsearch.sh,
-# and leaves them out of the OpenSearch passes.
+# by its fixtures or, outside tests/unit, its parameters) in a pass of their own on the node of
+# scripts/elasticsearch.sh, and leaves them out of the OpenSearch passes.
 ELASTICSEARCH_FIXTURES = {"elasticsearch_url", "tiny_queue_es_node"}
 
 
@@ -112,9 +112,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.opensearch)
         if "opensearch_knn_url" in fixtures:
             item.add_marker(pytest.mark.knn)
-        if fixtures & ELASTICSEARCH_FIXTURES or (
-            params is not None and any(str(v) == "elasticsearch" for v in params.params.values())
-        ):
+        elasticsearch_param = params is not None and any(
+            str(v) == "elasticsearch" for v in params.params.values()
+        )
+        if fixtures & ELASTICSEARCH_FIXTURES or (elasticsearch_param and "unit" not in item.path.parts):
             item.add_marker(pytest.mark.elasticsearch)
 
 

@@ -21,8 +21,8 @@ import pytest
 
 from sparsebridge.backends import ClusterTarget, ElasticsearchBackend, FieldType, RetryPolicy, open_backend
 from sparsebridge.backends.elasticsearch import SparseQuery, check_server_version
-from sparsebridge.backends.elasticsearch.adapter import sparse_query_candidates
 from sparsebridge.backends.elasticsearch.bodies import PROBE_INDEX
+from sparsebridge.backends.elasticsearch.dialect import sparse_query_candidates
 from sparsebridge.backends.lucene.bodies import index_body
 from sparsebridge.errors import BackendError
 

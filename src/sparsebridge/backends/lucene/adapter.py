@@ -284,15 +284,12 @@ class LuceneBackend:
         results = []
         for entry in response.get("items", []):
             (outcome,) = entry.values()
-            error = outcome.get("error")
-            if isinstance(error, Mapping):
-                results.append(
-                    ItemResult(
-                        int(outcome["status"]), str(error.get("type", "")), str(error.get("reason", ""))
-                    )
-                )
+            status = int(outcome["status"])
+            if isinstance(outcome.get("error"), Mapping):  # the cause too: Elasticsearch wraps it
+                info = error_info_from_body(status, outcome, "")
+                results.append(ItemResult(status, info.type, info.reason))
             else:
-                results.append(ItemResult(int(outcome["status"])))
+                results.append(ItemResult(status))
         return results
 
     def _bulk(self, items: Sequence[BulkItem], *, ignore_status: frozenset[int] = frozenset()) -> WriteStats:
