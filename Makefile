@@ -31,10 +31,15 @@ typecheck: setup
 OPENSEARCH_3 := OPENSEARCH_VERSION=3.5.0 OPENSEARCH_PLUGINS=knn OPENSEARCH_PORT=9270 OPENSEARCH_TRANSPORT_PORT=9370
 OPENSEARCH_2_KNN := OPENSEARCH_VERSION=2.19.1 OPENSEARCH_PLUGINS=knn OPENSEARCH_PORT=9270 OPENSEARCH_TRANSPORT_PORT=9370
 
+# The Elasticsearch pass: the tests marked `elasticsearch` (tests/conftest.py) on the node of
+# scripts/elasticsearch.sh (8.19.3, the major of the test venv's elasticsearch-py); the OpenSearch
+# passes leave them out. The PostgreSQL server (scripts/postgres.sh) runs during the main pass.
+
 test: lint typecheck postgres-check  ## everything CI runs; starts each server the tests use (and stops it after)
-	scripts/postgres.sh run scripts/opensearch.sh run $(PY) -m pytest
+	scripts/postgres.sh run scripts/opensearch.sh run $(PY) -m pytest -m "not elasticsearch"
 	$(OPENSEARCH_3) scripts/opensearch.sh run $(PY) -m pytest -m opensearch
 	$(OPENSEARCH_2_KNN) scripts/opensearch.sh run $(PY) -m pytest -m knn
+	scripts/elasticsearch.sh run $(PY) -m pytest -m elasticsearch
 
 unit: setup
 	$(PY) -m pytest tests/unit
@@ -57,6 +62,13 @@ postgres-start:  ## the PostgreSQL of the tests (postgres://sparsebridge@127.0.0
 
 postgres-stop:
 	scripts/postgres.sh stop
+
+.PHONY: elasticsearch-start elasticsearch-stop
+elasticsearch-start:  ## the real Elasticsearch node of the tests (http://127.0.0.1:9280)
+	scripts/elasticsearch.sh start
+
+elasticsearch-stop:
+	scripts/elasticsearch.sh stop
 
 clean:
 	rm -rf .sparsebridge .pytest_cache .mypy_cache .ruff_cache

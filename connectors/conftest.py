@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import opensearchpy
 import pytest
 import torch
 from sentence_transformers import SparseEncoder
@@ -25,6 +25,7 @@ os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
 OPENSEARCH_URL = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9250").rstrip("/")
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgres://sparsebridge@127.0.0.1:5440/sparsebridge")
+ELASTICSEARCH_URL = os.environ.get("ELASTICSEARCH_URL", "http://127.0.0.1:9280").rstrip("/")
 
 
 @pytest.fixture(scope="session")
@@ -75,18 +76,29 @@ def queries() -> list[str]:
     return ["river flood", "planet orbit telescope", "vaccine immune", "python compiler cache", "bread flour"]
 
 
-@pytest.fixture(scope="session")
-def opensearch_url() -> str:
-    """The OpenSearch node the tests use (``scripts/opensearch.sh start``): a failure in CI if absent."""
+def _node(url: str, what: str, script: str) -> str:
+    """``url`` if a node answers there; else a failure in CI, a skip elsewhere."""
     try:
-        with urllib.request.urlopen(f"{OPENSEARCH_URL}/_cluster/health?wait_for_status=yellow&timeout=10s"):
+        with urllib.request.urlopen(f"{url}/_cluster/health?wait_for_status=yellow&timeout=10s"):
             pass
     except OSError as e:
-        message = f"no OpenSearch node at {OPENSEARCH_URL} ({e}); start one with scripts/opensearch.sh start"
+        message = f"no {what} node at {url} ({e}); start one with scripts/{script} start"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return OPENSEARCH_URL
+    return url
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    """The OpenSearch node the tests use (``scripts/opensearch.sh start``): a failure in CI if absent."""
+    return _node(OPENSEARCH_URL, "OpenSearch", "opensearch.sh")
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url() -> str:
+    """The Elasticsearch node (``scripts/elasticsearch.sh start``): a failure in CI if absent."""
+    return _node(ELASTICSEARCH_URL, "Elasticsearch", "elasticsearch.sh")
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +119,7 @@ def postgres_url() -> str:
 @pytest.fixture
 def make_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Backend]]:
     """``make_backend(name, **options)``: a fresh, empty backend of that kind (closed and removed after)."""
-    opened: list[tuple[Backend, str | None]] = []
+    opened: list[tuple[Backend, str | None]] = []  # (backend, the url of its index)
     tables: list[str] = []
 
     def make(name: str, **options: object) -> Backend:
@@ -117,9 +129,9 @@ def make_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
             uri = "memory://"
         elif name in ("qdrant+local", "qdrant+edge"):
             uri = f"{name}://{tmp_path / name}/{collection}"
-        elif name == "opensearch":
-            url = request.getfixturevalue("opensearch_url")
-            uri, index = f"opensearch://{url.split('://', 1)[1]}/{collection}", collection
+        elif name in ("opensearch", "elasticsearch"):
+            url = request.getfixturevalue(f"{name}_url")
+            uri, index = f"{name}://{url.split('://', 1)[1]}/{collection}", f"{url}/{collection}"
             options.setdefault("replicas", 0)
         elif name == "postgres":
             uri = f"{request.getfixturevalue('postgres_url')}/{collection}"
@@ -133,10 +145,12 @@ def make_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
     yield make
     for backend, index in opened:
         backend.close()
-        if index is not None:
-            client = opensearchpy.OpenSearch(hosts=[OPENSEARCH_URL])
-            client.indices.delete(index=index, ignore_unavailable=True)
-            client.close()
+        if index is not None:  # plain HTTP: the same on both engines
+            try:
+                urllib.request.urlopen(urllib.request.Request(index, method="DELETE"), timeout=30)
+            except urllib.error.HTTPError as e:
+                if e.code != 404:
+                    raise
     if tables:
         import psycopg
 

@@ -87,10 +87,19 @@ OPENSEARCH_FIXTURES = {
 }
 
 
+# `make test` runs the tests marked `elasticsearch` (every test that uses an Elasticsearch node, found
+# by its fixtures or, outside tests/unit, its parameters) in a pass of their own on the node of
+# scripts/elasticsearch.sh, and leaves them out of the OpenSearch passes.
+ELASTICSEARCH_FIXTURES = {"elasticsearch_url", "tiny_queue_es_node"}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgres: needs the PostgreSQL of scripts/postgres.sh (POSTGRES_URL)")
     config.addinivalue_line("markers", "opensearch: runs on every OpenSearch version of `make test`")
     config.addinivalue_line("markers", "knn: needs the OpenSearch k-NN plugin (OPENSEARCH_PLUGINS=knn)")
+    config.addinivalue_line(
+        "markers", "elasticsearch: needs the Elasticsearch node (scripts/elasticsearch.sh)"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -106,6 +115,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.knn)
         if "postgres_url" in fixtures or (params is not None and "postgres" in params.params.values()):
             item.add_marker(pytest.mark.postgres)
+        elasticsearch_param = params is not None and any(
+            str(v) == "elasticsearch" for v in params.params.values()
+        )
+        if fixtures & ELASTICSEARCH_FIXTURES or (elasticsearch_param and "unit" not in item.path.parts):
+            item.add_marker(pytest.mark.elasticsearch)
 
 
 def _get_json(url: str) -> object:
@@ -180,12 +194,50 @@ def opensearch_without_knn_url(opensearch_url: str) -> str:
     return opensearch_url
 
 
-@pytest.fixture(scope="session")
-def tiny_queue_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second node (own run dir and ports) with write pool and queue of 1: it answers real 429s."""
+def _tiny_queue_node(engine: str, port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second node of ``engine`` (own run dir and ports) with write pool and queue of 1: real 429s."""
     from opensearch_nodes import started_node
 
-    port = int(os.environ.get("OPENSEARCH_429_PORT", "9251"))
-    settings = {"OPENSEARCH_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1"}
-    with started_node(port, tmp_path_factory.mktemp("opensearch-429"), what="429", env=settings) as (url, _):
+    prefix = engine.upper()
+    settings = {f"{prefix}_EXTRA_SETTINGS": "-Ethread_pool.write.queue_size=1 -Ethread_pool.write.size=1"}
+    run_dir = tmp_path_factory.mktemp(f"{engine}-429")
+    with started_node(port, run_dir, what="429", env=settings, engine=engine) as (url, _):
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_queue_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second OpenSearch node with write pool and queue of 1: it answers real 429s."""
+    yield from _tiny_queue_node(
+        "opensearch", int(os.environ.get("OPENSEARCH_429_PORT", "9251")), tmp_path_factory
+    )
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url() -> str:
+    """The Elasticsearch node at ELASTICSEARCH_URL (``scripts/elasticsearch.sh start``), required in CI.
+
+    With ELASTICSEARCH_VERSION set, the node must run that version (read from the node info: the
+    test distribution refuses ``GET /``).
+    """
+    url = os.environ.get("ELASTICSEARCH_URL", "http://127.0.0.1:9280").rstrip("/")
+    try:
+        _get_json(f"{url}/_cluster/health?wait_for_status=yellow&timeout=10s")
+        nodes = _get_json(f"{url}/_nodes/_local?filter_path=nodes.*.version")
+    except OSError as e:
+        message = f"no Elasticsearch node at {url} ({e}); start one with scripts/elasticsearch.sh start"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    versions = [n["version"] for n in nodes["nodes"].values()] if isinstance(nodes, dict) else []
+    wanted = os.environ.get("ELASTICSEARCH_VERSION")
+    if wanted and versions != [wanted]:
+        pytest.fail(f"the node at {url} runs Elasticsearch {versions}, not ELASTICSEARCH_VERSION={wanted}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def tiny_queue_es_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second Elasticsearch node with write pool and queue of 1: it answers real 429s."""
+    port = int(os.environ.get("ELASTICSEARCH_429_PORT", "9281"))
+    yield from _tiny_queue_node("elasticsearch", port, tmp_path_factory)

@@ -1,14 +1,16 @@
 """One harness per backend for the contract suite: how to make a fresh one, and how exact it is.
 
 Backends: the exact in-memory reference, embedded Qdrant (qdrant-client's local mode and Qdrant
-Edge), OpenSearch (live node), PostgreSQL with pgvector (live server, exact mode), and the
-Elasticsearch adapter's ``rank_features`` bodies sent to the same live OpenSearch node (the DSL is
-shared; only the client boundary, elasticsearch-py, is swapped for opensearch-py there because
-no Elasticsearch server can run here).
+Edge), OpenSearch (live node), Elasticsearch (live node: ``sparse_vector`` with the query the
+node offers), PostgreSQL with pgvector (live server, exact mode), and the Elasticsearch adapter's
+``rank_features`` bodies sent to the live OpenSearch node (the DSL is shared; the Elasticsearch test
+node has no ``rank_features`` field).
 """
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,12 +77,12 @@ def cluster_harness(name: str, cls: type[Any], url: str, **fixed: Any) -> Harnes
     def unreachable() -> Backend:
         return cls(ClusterTarget(index, url="http://127.0.0.1:9"), retry=FAST_FAIL, **fixed)  # type: ignore[no-any-return]
 
-    def cleanup() -> None:
-        import opensearchpy
-
-        client = opensearchpy.OpenSearch(hosts=[url])
-        client.indices.delete(index=index, ignore_unavailable=True)
-        client.close()
+    def cleanup() -> None:  # plain HTTP: the same on both engines
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/{index}", method="DELETE"), timeout=30)
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
 
     return Harness(
         name, make, unreachable, quantized=True, mismatch=({}, {"field": "other"}), cleanup=cleanup
@@ -106,7 +108,15 @@ def postgres_harness(url: str) -> Harness:
     )
 
 
-BACKENDS = ["memory", "qdrant", "qdrant-edge", "opensearch", "es-rank_features-on-opensearch", "postgres"]
+BACKENDS = [
+    "memory",
+    "qdrant",
+    "qdrant-edge",
+    "opensearch",
+    "elasticsearch",
+    "es-rank_features-on-opensearch",
+    "postgres",
+]
 SCHEMA_BACKENDS = BACKENDS[1:]  # the in-memory reference has no schema
 
 

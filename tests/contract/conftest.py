@@ -17,7 +17,7 @@ from backend_harness import (
     qdrant_harness,
 )
 
-from sparsebridge.backends import Backend, MemoryBackend, OpenSearchBackend, Record
+from sparsebridge.backends import Backend, ElasticsearchBackend, MemoryBackend, OpenSearchBackend, Record
 from sparsebridge.encoder import Encoder
 from sparsebridge.types import Document
 
@@ -33,6 +33,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         h = qdrant_edge_harness(tmp_path)
     elif name == "postgres":
         h = postgres_harness(request.getfixturevalue("postgres_url"))
+    elif name == "elasticsearch":
+        h = cluster_harness(name, ElasticsearchBackend, request.getfixturevalue("elasticsearch_url"))
     else:
         url = request.getfixturevalue("opensearch_url")
         if name == "opensearch":

@@ -13,6 +13,8 @@ Faults, changeable while it runs (``proxy.faults``):
 
 ``path`` limits resets, truncations and holds to matching requests (``/_bulk``).
 ``proxy.injected`` counts the faults actually injected, so a test can assert it produced them.
+``proxy.heads`` keeps the head (request line and headers) of every request relayed, so a test can
+read what a client really sent.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class FaultProxy:
         self.upstream = (upstream_host, upstream_port)
         self.faults = Faults()
         self.injected: Counter[str] = Counter()
+        self.heads: list[bytes] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -146,6 +149,7 @@ class FaultProxy:
                 if not state["request_sent"]:  # the first bytes of a request: its request line
                     line = chunk.split(b"\r\n", 1)[0]
                     state["match"] = self.faults.path.encode() in line
+                    self.heads.append(chunk.split(b"\r\n\r\n", 1)[0])
                 while self.faults.hold and state["match"]:
                     await asyncio.sleep(0.02)
                 writer.write(chunk)

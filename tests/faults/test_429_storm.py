@@ -10,16 +10,27 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from checker import check_opensearch_index
 from faultkit import make_documents
 
-from sparsebridge.backends import ClusterTarget, OpenSearchBackend, Refresh, RetryPolicy
+from sparsebridge.backends import ClusterTarget, ElasticsearchBackend, OpenSearchBackend, Refresh, RetryPolicy
 from sparsebridge.ingest import ingest
 
+NODES = {
+    "opensearch": ("tiny_queue_node", OpenSearchBackend),
+    "elasticsearch": ("tiny_queue_es_node", ElasticsearchBackend),
+}
 
-def test_a_429_storm_loses_and_duplicates_nothing(tiny_queue_node: str, encoder: Any, tmp_path: Path) -> None:
+
+@pytest.mark.parametrize("engine", list(NODES))
+def test_a_429_storm_loses_and_duplicates_nothing(
+    engine: str, encoder: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    fixture, backend_class = NODES[engine]
+    tiny_queue_node = str(request.getfixturevalue(fixture))
     name = f"fault-storm-{uuid.uuid4().hex[:8]}"
-    backend = OpenSearchBackend(
+    backend = backend_class(
         ClusterTarget(name, url=tiny_queue_node),
         replicas=0,
         shards=3,  # one bulk fans out to several shard requests on the one-slot queue
@@ -30,7 +41,8 @@ def test_a_429_storm_loses_and_duplicates_nothing(tiny_queue_node: str, encoder:
     documents = make_documents(1200, seed=31, prefix="storm")
     stats = ingest(documents, encoder=encoder, backend=backend, batch_size=32, writers=4, run_dir=tmp_path)
     verdict = check_opensearch_index(tiny_queue_node, name, documents, encoder)
-    print(f"\n429 storm: {verdict}; retries {stats.retries}, stale {stats.stale}, {stats.elapsed_s:.1f}s")
+    summary = f"retries {stats.retries}, stale {stats.stale}, {stats.elapsed_s:.1f}s"
+    print(f"\n{engine} 429 storm: {verdict}; {summary}")
     assert stats.retries > 0, "the node never answered 429: the fault was not produced"
     assert verdict.clean and verdict.present == len(documents), verdict
     assert stats.written + stats.stale == len(documents) and stats.dead_lettered == 0

@@ -20,30 +20,28 @@ from postgres_server import read_postgres
 BATCH = "32"
 
 
-def _target(kind: str, tmp_path: Path, opensearch_url: str | None) -> tuple[str, str]:
+def _target(kind: str, tmp_path: Path, url: str | None) -> tuple[str, str]:
     name = f"fault-kill-{uuid.uuid4().hex[:8]}"
-    if kind == "opensearch":
-        assert opensearch_url is not None
-        return f"opensearch://{opensearch_url.removeprefix('http://')}/{name}", name
+    if kind in ("opensearch", "elasticsearch"):  # the url of that engine's node
+        assert url is not None
+        return f"{kind}://{url.removeprefix('http://')}/{name}", name
     if kind == "qdrant-edge":
         return f"qdrant+edge://{tmp_path}/edge/{name}", name
     if kind == "postgres":
-        assert opensearch_url is not None  # the server's URI prefix
-        return f"{opensearch_url}/{name}", name
+        assert url is not None  # the server's URI prefix
+        return f"{url}/{name}", name
     return f"qdrant+local://{tmp_path}/qdrant/{name}", name
 
 
-def _read(
-    kind: str, tmp_path: Path, opensearch_url: str | None, name: str
-) -> dict[str, list[dict[int, float]]]:
-    if kind == "opensearch":
-        assert opensearch_url is not None
-        return read_opensearch(opensearch_url, name)
+def _read(kind: str, tmp_path: Path, url: str | None, name: str) -> dict[str, list[dict[int, float]]]:
+    if kind in ("opensearch", "elasticsearch"):  # the same HTTP API reads both
+        assert url is not None
+        return read_opensearch(url, name)
     if kind == "qdrant-edge":
         return read_qdrant_edge(str(tmp_path / "edge" / name))  # the shard the killed run left
     if kind == "postgres":
-        assert opensearch_url is not None
-        return read_postgres(opensearch_url, name)
+        assert url is not None
+        return read_postgres(url, name)
     from qdrant_client import QdrantClient
 
     client = QdrantClient(path=str(tmp_path / "qdrant"))  # reopens the storage the killed run left
@@ -53,16 +51,16 @@ def _read(
         client.close()
 
 
-@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge", "postgres"])
+@pytest.fixture(params=["opensearch", "elasticsearch", "qdrant-local", "qdrant-edge", "postgres"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 def url_for(kind: str, request: pytest.FixtureRequest) -> str | None:
-    if kind == "postgres":
-        return str(request.getfixturevalue("postgres_url"))
-    return str(request.getfixturevalue("opensearch_url")) if kind == "opensearch" else None
+    if kind in ("opensearch", "elasticsearch", "postgres"):
+        return str(request.getfixturevalue(f"{kind}_url"))
+    return None
 
 
 def test_sigkill_mid_run_then_resume(

@@ -1,7 +1,7 @@
 """Run numbers, poison documents and write blocks, against the real engines.
 
 - A stale replay of an older run never overwrites newer vectors (external versioning on
-  OpenSearch, Qdrant's update filter, the same rule in the in-memory reference).
+  OpenSearch and Elasticsearch, Qdrant's update filter, the same rule in the in-memory reference).
 - Poison documents (refused per item by the engine) go to the dead letters, each sent once and
   never retried; every good document of the same batches is written.
 - An index write block fails the run at once and names the block.
@@ -26,6 +26,8 @@ from faultkit import make_documents
 from postgres_server import drop_table, read_postgres
 from sparsebridge.backends import (
     ClusterTarget,
+    ElasticsearchBackend,
+    LuceneBackend,
     MemoryBackend,
     OpenSearchBackend,
     QdrantBackend,
@@ -43,14 +45,26 @@ from sparsebridge.types import Document
 Reader = Callable[[], dict[str, list[dict[int, float]]]]
 
 
-@pytest.fixture(params=["opensearch", "qdrant-local", "qdrant-edge", "memory", "postgres"])
+CLUSTERS: dict[str, type[LuceneBackend]] = {
+    "opensearch": OpenSearchBackend,
+    "elasticsearch": ElasticsearchBackend,
+}
+
+
+@pytest.fixture(params=list(CLUSTERS))
+def cluster(request: pytest.FixtureRequest) -> tuple[str, type[LuceneBackend]]:
+    """(the node's url, the backend class) of each engine's live node."""
+    return str(request.getfixturevalue(f"{request.param}_url")), CLUSTERS[request.param]
+
+
+@pytest.fixture(params=[*CLUSTERS, "qdrant-local", "qdrant-edge", "memory", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Backend, Reader]]:
     name = f"fault-ver-{uuid.uuid4().hex[:8]}"
     backend: Any
-    if request.param == "opensearch":
-        url = request.getfixturevalue("opensearch_url")
-        backend = OpenSearchBackend(ClusterTarget(name, url=url), replicas=0)
-        yield backend, lambda: read_opensearch(url, name)
+    if request.param in CLUSTERS:
+        url = request.getfixturevalue(f"{request.param}_url")
+        backend = CLUSTERS[request.param](ClusterTarget(name, url=url), replicas=0)
+        yield backend, lambda: read_opensearch(url, name)  # the same HTTP API reads both engines
         backend.client.indices.delete(index=name)
     elif request.param == "qdrant-local":
         backend = QdrantBackend(QdrantTarget(name, path=str(tmp_path / "q")))
@@ -104,10 +118,11 @@ def test_a_stale_replay_of_an_older_run_never_overwrites_newer_vectors(
 
 
 def test_poison_documents_alone_reach_the_dead_letters_and_are_never_retried(
-    opensearch_url: str, encoder: Any, tmp_path: Path
+    cluster: tuple[str, type[LuceneBackend]], encoder: Any, tmp_path: Path
 ) -> None:
+    url, backend_class = cluster
     name = f"fault-poison-{uuid.uuid4().hex[:8]}"
-    backend = OpenSearchBackend(ClusterTarget(name, url=opensearch_url), replicas=0)
+    backend = backend_class(ClusterTarget(name, url=url), replicas=0)
     sent: Counter[str] = Counter()
     send = backend._send_bulk
 
@@ -118,7 +133,7 @@ def test_poison_documents_alone_reach_the_dead_letters_and_are_never_retried(
 
     backend._send_bulk = spy  # type: ignore[method-assign]
     good = make_documents(400, seed=3)
-    # a keyword term longer than 32766 bytes: OpenSearch refuses the item ("immense term"), 400
+    # a keyword term longer than 32766 bytes: the engines refuse the item ("immense term"), 400
     poison = [Document("p" * 33000 + str(i), "river flood poison") for i in range(5)]
     documents = good[:50] + poison[:2] + good[50:200] + poison[2:] + good[200:]
     run_dir = tmp_path / "run"
@@ -132,24 +147,27 @@ def test_poison_documents_alone_reach_the_dead_letters_and_are_never_retried(
     )
     letters = [json.loads(line) for line in (run_dir / "dead_letter.jsonl").read_text().splitlines()]
     assert sorted(d["id"] for d in letters) == sorted(d.id for d in poison)
-    assert {(d["status"], d["type"]) for d in letters} == {(400, "illegal_argument_exception")}
-    assert all("immense term" in d["reason"] for d in letters)
+    # OpenSearch: illegal_argument_exception; Elasticsearch wraps it in document_parsing_exception
+    wrapper = {"opensearch": "illegal_argument_exception", "elasticsearch": "document_parsing_exception"}
+    assert {(d["status"], d["type"]) for d in letters} == {(400, wrapper[backend.name])}
+    assert all("immense term" in d["reason"] for d in letters)  # the cause is in the reason
     assert [sent[point_id(d.id)] for d in poison] == [1] * 5  # never retried
     assert stats.written == 400 and stats.dead_lettered == 5
-    verdict = check_opensearch_index(opensearch_url, name, good, encoder)
+    verdict = check_opensearch_index(url, name, good, encoder)
     assert verdict.clean and verdict.present == 400, verdict
     backend.client.indices.delete(index=name)
     backend.close()
 
 
 def test_an_index_write_block_fails_fast_and_names_the_block(
-    opensearch_url: str, encoder: Any, tmp_path: Path
+    cluster: tuple[str, type[LuceneBackend]], encoder: Any, tmp_path: Path
 ) -> None:
+    url, backend_class = cluster
     name = f"fault-block-{uuid.uuid4().hex[:8]}"
-    backend = OpenSearchBackend(ClusterTarget(name, url=opensearch_url), replicas=0)
+    backend = backend_class(ClusterTarget(name, url=url), replicas=0)
     first = make_documents(100, seed=4)
     ingest(first, encoder=encoder, backend=backend, batch_size=50)
-    _put(opensearch_url, f"/{name}/_settings", {"index.blocks.write": True})
+    _put(url, f"/{name}/_settings", {"index.blocks.write": True})
     run_dir = tmp_path / "run"
     started = time.monotonic()
     with pytest.raises(BackendError, match=r"FORBIDDEN/8/index write") as info:
@@ -158,8 +176,8 @@ def test_an_index_write_block_fails_fast_and_names_the_block(
     assert info.value.status == 403 and "cluster_block_exception" in str(info.value)
     assert elapsed < 15, f"took {elapsed:.1f}s: not a fail-fast"
     assert json.loads((run_dir / "checkpoint.json").read_text())["position"] == 0
-    _put(opensearch_url, f"/{name}/_settings", {"index.blocks.write": False})
-    verdict = check_opensearch_index(opensearch_url, name, first, encoder)
+    _put(url, f"/{name}/_settings", {"index.blocks.write": False})
+    verdict = check_opensearch_index(url, name, first, encoder)
     assert verdict.clean and verdict.present == 100, verdict
     backend.client.indices.delete(index=name)
     backend.close()
@@ -174,14 +192,15 @@ def _put(url: str, path: str, body: Any) -> None:
 
 
 def test_a_flood_stage_block_is_retried_within_the_budget_then_named(
-    opensearch_url: str, encoder: Any, tmp_path: Path
+    cluster: tuple[str, type[LuceneBackend]], encoder: Any, tmp_path: Path
 ) -> None:
+    url, backend_class = cluster
     name = f"fault-flood-{uuid.uuid4().hex[:8]}"
     policy = RetryPolicy(max_attempts=50, initial_wait=0.2, max_wait=1.0, max_total_seconds=4)
-    backend = OpenSearchBackend(ClusterTarget(name, url=opensearch_url), replicas=0, retry=policy)
+    backend = backend_class(ClusterTarget(name, url=url), replicas=0, retry=policy)
     backend.ensure_schema()
     # what the disk flood-stage watermark sets: answers 429 TOO_MANY_REQUESTS/12, not cleared by waiting
-    _put(opensearch_url, f"/{name}/_settings", {"index.blocks.read_only_allow_delete": True})
+    _put(url, f"/{name}/_settings", {"index.blocks.read_only_allow_delete": True})
     started = time.monotonic()
     # refused at the preflight (recording the model in the mapping) or by the bulk writes
     with pytest.raises(BackendUnavailableError, match=r"(still blocked|failed) after \d+ attempts") as info:
@@ -189,6 +208,6 @@ def test_a_flood_stage_block_is_retried_within_the_budget_then_named(
     elapsed = time.monotonic() - started
     assert "TOO_MANY_REQUESTS/12" in str(info.value) and info.value.status == 429
     assert 3 < elapsed < 20, f"{elapsed:.1f}s: not a bounded retry"
-    _put(opensearch_url, f"/{name}/_settings", {"index.blocks.read_only_allow_delete": None})
+    _put(url, f"/{name}/_settings", {"index.blocks.read_only_allow_delete": None})
     backend.client.indices.delete(index=name)
     backend.close()

@@ -9,58 +9,25 @@ knn clause's beam of ``max(2k, 100)`` candidates finds the exact neighbours, whi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from live_checks import COSINE_TOLERANCE, assert_same_fused_hits, recall, run_cli, unique
 
 from sparsebridge.backends import ClusterTarget, MemoryBackend, OpenSearchBackend, Record
-from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.errors import SchemaMismatchError
-from sparsebridge.eval import BeirDataset, load_beir
 from sparsebridge.query import Fusion, FusionMethod, HybridQuery
 from sparsebridge.query.fusion import fuse
-from sparsebridge.types import SearchHit, SparseVector
+from sparsebridge.types import SparseVector
 
 DATASET = Path(__file__).parents[1] / "data" / "minibeir"
 CANDIDATES = 20
-COSINE_TOLERANCE = 1e-5  # float32 vectors, and the engine's (1 + cos) / 2 mapped back to cos
 METRIC_BOUND = 0.01  # sparse and hybrid: rank_features keeps 9 significant bits (near-ties may swap)
-# The same knn query can score a document a few float32 ulps apart from one call to the next (seen
-# on 3.5.0 under Java 25; most likely the vectorized dot product summing in another order once the
-# JIT has compiled it), so a fused score is compared within this bound; a wrong fusion is off by
-# far more.
-FUSED_TOLERANCE = 1e-4
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def dense() -> DenseEncoder:
-    return DenseEncoder.load("minilm", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def dataset() -> BeirDataset:
-    return load_beir(DATASET)
-
-
-@pytest.fixture(scope="module")
-def records(encoder: Encoder, dense: DenseEncoder, dataset: BeirDataset) -> list[Record]:
-    documents = list(dataset.corpus.values())
-    texts = [d.text for d in documents]
-    sparse, embedded = encoder.encode_documents(texts), dense.encode_documents(texts)
-    return [Record(d, s, e) for d, s, e in zip(documents, sparse, embedded, strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -76,28 +43,6 @@ def indexed(
     yield backend
     backend.client.indices.delete(index=backend.target.index, ignore_unavailable=True)
     backend.close()
-
-
-@pytest.fixture(scope="module")
-def exact(records: list[Record]) -> MemoryBackend:
-    reference = MemoryBackend()
-    reference.write(records)
-    return reference
-
-
-@pytest.fixture(scope="module")
-def texts(dataset: BeirDataset) -> list[str]:
-    return list(dataset.queries.values())
-
-
-@pytest.fixture(scope="module")
-def dense_queries(dense: DenseEncoder, texts: list[str]) -> list[npt.NDArray[np.float32]]:
-    return list(dense.encode_queries(texts))
-
-
-@pytest.fixture(scope="module")
-def sparse_queries(encoder: Encoder, texts: list[str]) -> list[SparseVector]:
-    return list(encoder.encode_queries(texts))
 
 
 def test_the_knn_vector_field_is_lucene_hnsw_and_a_foreign_one_is_refused(
@@ -141,10 +86,6 @@ def test_the_knn_vector_field_is_lucene_hnsw_and_a_foreign_one_is_refused(
         for backend in (mine, again, smaller, other):
             backend.close()
         client.close()
-
-
-def recall(got: list[SearchHit], want: list[SearchHit]) -> float:
-    return len({h.id for h in got} & {h.id for h in want}) / len(want)
 
 
 @pytest.mark.parametrize("k", [10, 100])
@@ -196,23 +137,6 @@ def test_sparse_dense_bm25_hybrid_is_client_side_fusion_of_the_live_legs(
         assert_same_fused_hits(hits, want)
         exact_dense = exact.exact_legs(query, text_leg=t)[1]  # the dense leg is the exact one
         assert {h.id for h in d} == {h.id for h in exact_dense}
-
-
-def assert_same_fused_hits(got: list[SearchHit], want: list[SearchHit]) -> None:
-    """The same hits with the same scores, within ``FUSED_TOLERANCE``: hits may trade places only
-    where their scores are that close, and a hit missing from ``want`` only at its cut."""
-    assert len(got) == len(want)
-    assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=FUSED_TOLERANCE)
-    wanted = {h.id: h.score for h in want}
-    for hit in got:
-        reference = wanted.get(hit.id, want[-1].score)
-        assert hit.score == pytest.approx(reference, abs=FUSED_TOLERANCE), hit.id
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "sparsebridge.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
 
 
 def test_eval_cli_with_a_dense_model_on_opensearch_equals_exact(

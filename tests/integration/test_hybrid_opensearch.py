@@ -9,7 +9,6 @@ same node through an OpenSearch client (the DSL is shared; no Elasticsearch serv
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from live_checks import sparse_swaps_within_quantization
 
 from es_on_opensearch import es_bodies_on_opensearch
 from sparsebridge.backends import (
@@ -33,7 +33,7 @@ from sparsebridge.backends import (
 from sparsebridge.backends.lucene import adapter as cluster_module
 from sparsebridge.encoder import Encoder
 from sparsebridge.errors import BackendError, InputError
-from sparsebridge.eval import BeirDataset, EvalReport, load_beir, run_eval
+from sparsebridge.eval import BeirDataset, EvalReport, run_eval
 from sparsebridge.query import Fusion, FusionMethod, HybridQuery
 from sparsebridge.query.fusion import fuse
 from sparsebridge.types import Document, SparseVector
@@ -48,11 +48,6 @@ METRIC_BOUND = 0.01
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def dataset() -> BeirDataset:
-    return load_beir(DATASET)
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +69,6 @@ def exact(encoder: Encoder, dataset: BeirDataset) -> MemoryBackend:
     vectors = encoder.encode_documents([d.text for d in documents])
     reference.write([Record(d, v) for d, v in zip(documents, vectors, strict=True)])
     return reference
-
-
-@pytest.fixture(scope="module")
-def texts(dataset: BeirDataset) -> list[str]:
-    return list(dataset.queries.values())
-
-
-@pytest.fixture(scope="module")
-def sparse_queries(encoder: Encoder, texts: list[str]) -> list[SparseVector]:
-    return list(encoder.encode_queries(texts))
 
 
 def test_eval_on_opensearch_is_within_quantization_and_has_bm25(
@@ -108,23 +93,9 @@ def test_sparse_results_differ_from_exact_only_by_quantization(
     evaluated: tuple[OpenSearchBackend, EvalReport], exact: MemoryBackend, sparse_queries: list[SparseVector]
 ) -> None:
     backend, _ = evaluated
-    got_all = backend.search_batch(sparse_queries, k=100)
-    want_all = exact.search_batch(sparse_queries, k=100)
-    swaps = 0
-    for query, got, want in zip(sparse_queries, got_all, want_all, strict=True):
-        true = {h.id: h.score for h in exact.search(query, k=10_000)}
-        assert len(got) == len(want)
-        for g, w in zip(got, want, strict=True):  # the i-th best score, backend vs exact
-            assert g.score == pytest.approx(w.score, rel=QUANTIZATION)
-            assert g.score == pytest.approx(true[g.id], rel=QUANTIZATION)
-        # Only near-ties may leave the top 100, or swap places inside it.
-        cutoff = want[-1].score * (1 - 2 * QUANTIZATION)
-        for document_id in {h.id for h in got} ^ {h.id for h in want}:
-            assert true[document_id] >= cutoff, document_id
-        for a, b in itertools.pairwise(got):
-            if true[a.id] < true[b.id]:
-                swaps += 1
-                assert true[a.id] >= true[b.id] * (1 - 2 * QUANTIZATION), (a.id, b.id)
+    swaps = sparse_swaps_within_quantization(
+        backend.search_batch(sparse_queries, k=100), exact, sparse_queries, k=100
+    )
     print(f"\n{len(sparse_queries)} queries: {swaps} adjacent near-tie swaps against exact order")
 
 

@@ -1,8 +1,8 @@
 """Every collection and index records the model that wrote it; another model is refused, naming both.
 
-Real engines: embedded Qdrant, Qdrant Edge and the OpenSearch node. "Another model" is the bundled MiniLM (its
-name and its tokenizer's vocabulary, recorded as another tool would record it) or a vocabulary
-that differs in one token.
+Real engines: embedded Qdrant, Qdrant Edge, the OpenSearch node and the Elasticsearch node.
+"Another model" is the bundled MiniLM (its name and its tokenizer's vocabulary, recorded as another
+tool would record it) or a vocabulary that differs in one token.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 
 from sparsebridge.backends import (
     ClusterTarget,
+    ElasticsearchBackend,
     MemoryBackend,
     OpenSearchBackend,
     QdrantBackend,
@@ -121,11 +122,14 @@ def test_embedded_qdrant_records_the_model_and_refuses_another(
         other.close()
 
 
-def test_opensearch_records_the_model_in_the_mapping_meta(
-    encoder: Any, minilm: ModelIdentity, opensearch_url: str
+@pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"])
+def test_clusters_record_the_model_in_the_mapping_meta(
+    encoder: Any, minilm: ModelIdentity, engine: str, request: pytest.FixtureRequest
 ) -> None:
+    url = request.getfixturevalue(f"{engine}_url")
+    backend_class = {"opensearch": OpenSearchBackend, "elasticsearch": ElasticsearchBackend}[engine]
     names = [f"model-{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    first, second = (OpenSearchBackend(ClusterTarget(n, url=opensearch_url), replicas=0) for n in names)
+    first, second = (backend_class(ClusterTarget(n, url=url), replicas=0) for n in names)
     try:
         ingest(DOCS, encoder=encoder, backend=first, batch_size=8)
         mapping = first.client.indices.get_mapping(index=names[0])[names[0]]["mappings"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import elasticsearch as elasticsearch_py
 import numpy as np
 import pytest
 
@@ -23,6 +24,7 @@ from sparsebridge.backends import (
     Record,
 )
 from sparsebridge.backends.elasticsearch import bodies as es
+from sparsebridge.backends.lucene import bodies
 from sparsebridge.backends.lucene.bulk import ItemResult
 from sparsebridge.backends.opensearch import OpenSearchHybrid
 from sparsebridge.backends.opensearch import bodies as os_
@@ -30,6 +32,7 @@ from sparsebridge.errors import InputError
 from sparsebridge.query import Fusion, FusionMethod, HybridQuery
 from sparsebridge.types import Document, SparseVector
 
+CLIENT_MAJOR = int(elasticsearch_py.__versionstr__.split(".")[0])
 SPARSE = SparseVector.from_dict({7: 0.5, 3: 1.25})
 SPARSE_CLAUSE = {
     "bool": {
@@ -52,6 +55,8 @@ class Recorder:
     """A stand-in client: records every call and answers with canned hits."""
 
     plugins: list[str] = field(default_factory=list)
+    wrapped: bool = False  # answer raw requests as elasticsearch-py's transport does
+    _headers: dict[str, str] = field(default_factory=dict)  # elasticsearch-py's client headers
     answer: list[dict[str, Any]] = field(default_factory=lambda: [hit("b", 0.9), hit("a", 0.9)])
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -62,9 +67,12 @@ class Recorder:
         self.calls.append((f"{method} {path}", kwargs))
         if path == "/_cat/plugins":
             return [{"name": "node", "component": p, "version": "2.19.4"} for p in self.plugins]
+        body: dict[str, Any] = {"acknowledged": True}
         if path == "/":  # the Elasticsearch adapter's version check
-            return SimpleNamespace(meta=SimpleNamespace(status=200), body={"version": {"number": "9.1.0"}})
-        return {"acknowledged": True}
+            body = {"version": {"number": f"{CLIENT_MAJOR}.19.3"}}
+        if self.wrapped:  # elasticsearch-py's transport answers (meta, body) for every status
+            return SimpleNamespace(meta=SimpleNamespace(status=200), body=body)
+        return body
 
     def msearch(self, *, body: list[dict[str, Any]], index: str) -> dict[str, Any]:
         self.calls.append(("msearch", body))
@@ -83,6 +91,7 @@ def opensearch(client: Recorder, **options: Any) -> OpenSearchBackend:
 
 
 def elasticsearch(client: Recorder, **options: Any) -> ElasticsearchBackend:
+    client.wrapped = True
     target = ClusterTarget("docs", url="http://localhost:9200")
     return ElasticsearchBackend(target, client=client, field_type=FieldType.RANK_FEATURES, **options)  # type: ignore[arg-type]
 
@@ -98,6 +107,7 @@ def test_dense_field_mappings() -> None:
         "dims": 384,
         "index": True,
         "similarity": "cosine",
+        "index_options": {"type": "hnsw"},  # not the int8-quantized default of 8.14+
     }
     body = opensearch(Recorder(), dense_size=384).index_body()
     assert body["mappings"]["properties"]["dense"] == os_.knn_vector_mapping(384)
@@ -116,12 +126,12 @@ def test_dense_field_mappings() -> None:
 
 
 def test_msearch_lines_with_source_and_pipeline_names() -> None:
-    assert os_.msearch_body("docs", [MATCH], size=5, source=["doc_id"]) == [
+    assert bodies.msearch_body("docs", [MATCH], size=5, source=["doc_id"]) == [
         {"index": "docs"},
         {"size": 5, "query": MATCH, "track_total_hits": False, "_source": ["doc_id"]},
     ]
     knn = es.knn_section([1.0, 0.0], k=5)
-    assert es.msearch_body("docs", [knn], size=5, source=["doc_id"]) == [
+    assert bodies.msearch_body("docs", [knn], size=5, source=["doc_id"]) == [
         {"index": "docs"},
         {"size": 5, "knn": knn, "track_total_hits": False, "_source": ["doc_id"]},
     ]
@@ -183,7 +193,9 @@ def test_elasticsearch_retrievers_only_with_licensed() -> None:
     query = HybridQuery(sparse=SPARSE, text="red planet", candidates=7)
     client = Recorder()
     elasticsearch(client).search_hybrid_batch([query], Fusion(FusionMethod.RRF, k=60), k=3)
-    assert client.names() == ["GET /", "msearch"]
+    # open: the version, then whether the node parses the rank_feature query; then one _msearch
+    probe = f"POST /{es.PROBE_INDEX}/_search?allow_no_indices=true&ignore_unavailable=true"
+    assert client.names() == ["GET /", probe, "msearch"]
     for fusion, build in (
         (Fusion(FusionMethod.RRF, k=60), es.rrf_retriever_body),
         (Fusion(FusionMethod.MINMAX), es.linear_retriever_body),

@@ -80,7 +80,7 @@ def test_opensearch_hybrid_and_pipelines() -> None:
     }
     with pytest.raises(ValueError, match="no OpenSearch search pipeline"):
         os_.search_pipeline_body(Fusion(FusionMethod.DBSF), legs=2)
-    assert os_.msearch_body("docs", legs[:2], size=50) == [
+    assert bodies.msearch_body("docs", legs[:2], size=50) == [
         {"index": "docs"},
         {"size": 50, "query": SPARSE_CLAUSE},
         {"index": "docs"},
@@ -151,7 +151,7 @@ def test_elasticsearch_free_weighted_bool_knn_and_msearch() -> None:
             }
         },
     }
-    assert es.msearch_body("docs", [bodies.match_clause("red"), KNN], size=50) == [
+    assert bodies.msearch_body("docs", [bodies.match_clause("red"), KNN], size=50) == [
         {"index": "docs"},
         {"size": 50, "query": {"match": {"text": {"query": "red"}}}},
         {"index": "docs"},

@@ -14,6 +14,7 @@ from sparsebridge.backends import (
     OpenSearchBackend,
     OpenSearchQuery,
 )
+from sparsebridge.backends.elasticsearch import SparseQuery
 from sparsebridge.backends.lucene import bodies
 from sparsebridge.errors import InputError
 from sparsebridge.types import Document, SparseVector
@@ -75,9 +76,26 @@ def test_es_sparse_vector_query_has_prune_false() -> None:
     }
 
 
-def test_es_bodies_need_a_field_type_or_the_server_version() -> None:
-    with pytest.raises(ValueError, match="server version"):
+def test_es_bodies_need_a_field_type_or_the_node() -> None:
+    with pytest.raises(ValueError, match="chosen from what the node offers"):
         ElasticsearchBackend(ClusterTarget("docs", url=URL)).index_body()
+
+
+def test_es_weighted_tokens_query_has_no_pruning_config() -> None:
+    es = ElasticsearchBackend(ClusterTarget("docs", url=URL), sparse_query=SparseQuery.WEIGHTED_TOKENS)
+    assert es.index_body()["mappings"]["properties"]["splade"] == {"type": "sparse_vector"}
+    assert es.search_body(QUERY, k=3) == {
+        "size": 3,
+        "track_total_hits": False,
+        "_source": PAYLOAD,
+        "query": {"weighted_tokens": {"splade": {"tokens": {"1012": 0.5, "2133": 1.25, "29625": 0.3}}}},
+    }
+    with pytest.raises(ValueError, match="reads a sparse_vector field, not rank_features"):
+        ElasticsearchBackend(
+            ClusterTarget("docs", url=URL),
+            field_type=FieldType.RANK_FEATURES,
+            sparse_query=SparseQuery.WEIGHTED_TOKENS,
+        )
 
 
 def test_neural_sparse_query_sends_raw_tokens() -> None:

@@ -13,6 +13,7 @@ from connector_testing import (
     RRF,
     assert_same_top_k,
     docs_example,
+    engine_hybrid,
     exact_hybrid,
     reference,
     score_tolerance,
@@ -174,6 +175,8 @@ def test_retriever_hybrid_matches_the_library(
         if name == "opensearch":  # the engine's sparse and BM25 legs, fused by sparsebridge's definition
             legs = [backend.search(sparse, k=c), *backend.search_text_batch([query], k=c)]  # type: ignore[attr-defined]
             expected = fuse(legs, RRF, limit=3 * K)
+        elif name == "elasticsearch":  # the engine's sparse and dense legs (9-bit sparse scores)
+            expected = engine_hybrid(backend, encoder, dense_encoder, query, candidates=c, k=3 * K)
         else:
             expected = exact_hybrid(memory, encoder, dense_encoder, query, candidates=c, k=3 * K)
         assert_same_top_k(expected, pairs(found), k=K)

@@ -112,8 +112,8 @@ def open_backend(
             parsed.name, url=parsed.url, api_key=api_key, verify_certs=verify_certs, **connection
         )
         if parsed.engine is Engine.OPENSEARCH:
-            return OpenSearchBackend(cluster, **options)
-        return ElasticsearchBackend(cluster, **options)
+            return OpenSearchBackend(cluster, location=parsed, **options)
+        return ElasticsearchBackend(cluster, location=parsed, **options)
     if parsed.engine is Engine.POSTGRES:
         assert parsed.host is not None and parsed.port is not None and parsed.name is not None
         if options.pop("idf", False) or api_key is not None or ca_certs is not None or not verify_certs:

@@ -1,21 +1,21 @@
-"""The adapter OpenSearch and Elasticsearch share, composed with an engine :class:`Dialect`.
+"""The backend OpenSearch and Elasticsearch share: all of their I/O, with an engine :class:`Dialect`.
 
-:class:`LuceneBackend` does the I/O around the shared bodies (:mod:`.bodies`) and the ``_bulk``
-loop (:mod:`.bulk`): schema check, writes, deletes, ``_msearch`` batches of sparse, BM25 and dense
-legs, client-side hybrid fusion. What differs per engine (its client and error type, the sparse
-query body, the dense field and leg, native hybrid fusion) comes from the dialect object it is
-built with: :class:`~sparsebridge.backends.opensearch.OpenSearchDialect` or
+:class:`LuceneBackend` sends the shared bodies (:mod:`.bodies`) and runs the ``_bulk`` loop
+(:mod:`.bulk`): schema check, writes, deletes, ``_msearch`` batches of sparse, BM25 and dense legs,
+client-side hybrid fusion. What differs per engine (its client, the sparse query, the dense field
+and leg, what to find out about the cluster, native hybrid fusion) comes from the dialect object
+it is built with (:mod:`.dialect`), as bodies and exchanges that this backend sends:
+:class:`~sparsebridge.backends.opensearch.OpenSearchDialect` or
 :class:`~sparsebridge.backends.elasticsearch.ElasticsearchDialect`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +23,22 @@ import numpy.typing as npt
 from sparsebridge.backends.base import Record, WriteStats, point_id
 from sparsebridge.backends.lucene import bodies
 from sparsebridge.backends.lucene.bulk import BulkItem, ItemResult, RequestFailure, bulk_write
+from sparsebridge.backends.lucene.dialect import (
+    Answer,
+    Dialect,
+    ErrorInfo,
+    Exchange,
+    Request,
+    Search,
+    SearchLeg,
+    error_info_from_body,
+    hits_of,
+)
+from sparsebridge.backends.lucene.options import LuceneOptions, Refresh
+from sparsebridge.backends.lucene.target import ClusterTarget, cluster_location
 from sparsebridge.backends.model_identity import MODEL_KEY
 from sparsebridge.backends.retry import RetryPolicy, call_with_retry, classify_failure, is_retryable
+from sparsebridge.backends.targets import Engine, Target
 from sparsebridge.backends.validation import (
     check_dense_queries,
     check_dense_slots,
@@ -37,248 +51,143 @@ from sparsebridge.query.fusion import Fusion, fuse
 from sparsebridge.query.hybrid import HybridQuery, LegKind
 from sparsebridge.types import SearchHit, SparseVector
 
-__all__ = ["ClusterTarget", "Dialect", "ErrorInfo", "LuceneBackend", "Refresh", "SearchLeg", "hits_of"]
+__all__ = ["MSEARCH_BATCH", "LuceneBackend"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Lowercase; no \ / * ? " < > | space , # :; not starting with - _ +; not . or ..
-_INDEX_NAME = re.compile(r"^(?!\.{1,2}$)[a-z0-9.][a-z0-9._-]{0,254}$")
+MSEARCH_BATCH = 200  # search bodies per _msearch request
 
 
-class Refresh(str, Enum):
-    """When written documents become searchable: the engines' ``refresh`` parameter of ``_bulk``.
+class _AnsweredError(Exception):
+    """The engine answered an error (to a raw request or one search of an ``_msearch``)."""
 
-    ``WAIT_FOR`` (default): ``write`` returns once they are searchable (like Qdrant's ``wait=True``).
-    ``NONE``: at the next periodic refresh (1 s by default): fastest for large loads.
-    ``TRUE``: force a refresh per request (costly; small tests only).
-    """
-
-    WAIT_FOR = "wait_for"
-    NONE = "false"
-    TRUE = "true"
-
-
-@dataclass(frozen=True)
-class ClusterTarget:
-    """An index on an OpenSearch or Elasticsearch cluster, and how to connect to it.
-
-    ``url`` is ``http(s)://host:port``; ``username``/``password`` for basic auth (both or neither);
-    ``ca_certs`` a CA bundle path for TLS; ``verify_certs=False`` turns certificate checks off.
-    """
-
-    index: str
-    url: str
-    username: str | None = None
-    password: str | None = None
-    api_key: str | None = None
-    ca_certs: str | None = None
-    verify_certs: bool = True
-
-    def __post_init__(self) -> None:
-        if not _INDEX_NAME.match(self.index):
-            raise ValueError(
-                f"invalid index name {self.index!r} (lowercase letters, digits, '.', '_', '-'; "
-                "not starting with '_' or '-')"
-            )
-        if not re.match(r"^https?://[^/\s]+$", self.url):
-            raise ValueError(f"url must be http(s)://host:port, got {self.url!r}")
-        if (self.username is None) != (self.password is None):
-            raise ValueError("give both username and password, or neither")
-        if self.api_key is not None and self.username is not None:
-            raise ValueError("give an API key or a username/password, not both")
-        if (self.ca_certs is not None or not self.verify_certs) and not self.url.startswith("https://"):
-            raise ValueError("ca_certs and verify_certs apply to https:// targets only")
-
-    def __repr__(self) -> str:  # never print secrets
-        auth = "basic" if self.username else "api_key" if self.api_key else "none"
-        return f"ClusterTarget(index={self.index!r}, url={self.url!r}, auth={auth})"
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    """A client error read as (status, type, reason); ``status`` None when there was no answer."""
-
-    status: int | None
-    type: str
-    reason: str
-
-
-def error_info_from_body(status: int | None, body: Any, fallback: str) -> ErrorInfo:
-    """Read the engine's ``{"error": {"type", "reason"}}`` answer (or any other shape) into ErrorInfo."""
-    error = body.get("error") if isinstance(body, Mapping) else None
-    if isinstance(error, Mapping):
-        reason = str(error.get("reason", ""))
-        causes = error.get("root_cause")
-        cause = causes[0] if isinstance(causes, list) and causes else error.get("caused_by")
-        if isinstance(cause, Mapping) and cause.get("reason") and cause.get("reason") != reason:
-            # "all shards failed" says nothing: the root cause says what (e.g. the result window)
-            reason = f"{reason} ({cause.get('type', '')}: {cause['reason']})"
-        return ErrorInfo(status, str(error.get("type", "")), reason)
-    if isinstance(error, str):
-        return ErrorInfo(status, error, fallback)
-    return ErrorInfo(status, "", fallback)
-
-
-class Dialect(Protocol):
-    """What one engine adds to :class:`LuceneBackend`: its client, error type and own bodies.
-
-    A dialect object belongs to one backend (it may cache what it read from that backend's
-    cluster, such as the server version or the plugin list).
-    """
-
-    name: str
-
-    def new_client(self, backend: LuceneBackend) -> Any:
-        """Build the engine's client for ``backend.target`` (no request is sent)."""
-        ...
-
-    def error_info(self, error: BaseException) -> ErrorInfo | None:
-        """The status/type/reason of a client error; None if ``error`` is not the client's."""
-        ...
-
-    def prepare(self, backend: LuceneBackend) -> None:
-        """Checks made once, on first use, before any other request (e.g. the server version)."""
-        ...
-
-    def field_type(self) -> bodies.FieldType:
-        """The sparse field's type (may be known only after :meth:`prepare`)."""
-        ...
-
-    def sparse_search(self, terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
-        """The search body of the exact dot product over ``terms`` (feature name -> weight)."""
-        ...
-
-    def msearch_lines(self, index: str, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
-        """The ``_msearch`` header and body of one leg."""
-        ...
-
-    def dense_clause(self, vector: npt.NDArray[np.float32], *, k: int, field: str) -> dict[str, Any]:
-        """The dense leg: the engine's knn clause/section on ``field``."""
-        ...
-
-    def dense_mapping(self, dimension: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The dense field's mapping and the index settings it needs."""
-        ...
-
-    def dense_field_problem(self, have: Mapping[str, Any] | None, dimension: int) -> str | None:
-        """Why an existing index's dense field mapping ``have`` cannot serve this dialect's dense leg."""
-        ...
-
-    def require_dense_support(self, backend: LuceneBackend) -> None:
-        """Raise if the cluster cannot hold a dense field (OpenSearch: the k-NN plugin)."""
-        ...
-
-    def native_hybrid(
-        self, backend: LuceneBackend, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
-    ) -> list[list[SearchHit]] | None:
-        """Server-side fusion where the dialect can and was asked to; None: fuse client-side."""
-        ...
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(f"{info.status} {info.type}: {info.reason}")
+        self.info = info
 
 
 class LuceneBackend:
-    """Write and search SPLADE vectors in an OpenSearch or Elasticsearch index, per its ``dialect``."""
+    """Write and search SPLADE vectors in an OpenSearch or Elasticsearch index, per its ``dialect``.
+
+    ``options`` (a :class:`~sparsebridge.backends.lucene.options.LuceneOptions`) and any keyword
+    of it given directly (``replicas=0``) configure it; ``location`` is the parsed target URI
+    (built from ``target`` when not given); ``client`` replaces the one the dialect would build.
+    No I/O happens here.
+    """
 
     def __init__(
         self,
         target: ClusterTarget,
         *,
-        field: str = "splade",
-        max_query_terms: int = 1024,
-        refresh: Refresh = Refresh.WAIT_FOR,
-        shards: int | None = None,
-        replicas: int | None = None,
-        chunk_items: int = 500,
-        chunk_bytes: int = 5 * 1024 * 1024,
-        retry: RetryPolicy | None = None,
-        timeout: float = 30.0,
-        dense_size: int | None = None,
-        dense_field: str = "dense",
         dialect: Dialect,
+        options: LuceneOptions | None = None,
+        location: Target | None = None,
         client: Any = None,
+        **option_values: Any,
     ) -> None:
         if not isinstance(target, ClusterTarget):
             raise TypeError(f"target must be a ClusterTarget, got {type(target).__name__}")
-        bodies.check_field_name(field)
-        Refresh(refresh)
-        if isinstance(max_query_terms, bool) or not isinstance(max_query_terms, int) or max_query_terms <= 0:
-            raise ValueError(f"max_query_terms must be a positive integer, got {max_query_terms!r}")
-        if shards is not None and shards <= 0:
-            raise ValueError("shards must be positive")
-        if replicas is not None and replicas < 0:
-            raise ValueError("replicas must be >= 0")
-        if chunk_items <= 0 or chunk_bytes <= 0:
-            raise ValueError("chunk_items and chunk_bytes must be positive")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if dense_size is not None and (isinstance(dense_size, bool) or dense_size <= 0):
-            raise ValueError("dense_size must be a positive integer")
-        if not dense_field or "." in dense_field or dense_field in (field, *bodies.PAYLOAD_FIELDS):
-            raise ValueError(f"invalid dense field name {dense_field!r}")
         self.target = target
-        self.field = field
+        self.options = dataclasses.replace(options or LuceneOptions(), **option_values)
         self.dialect = dialect
         self.name = dialect.name
-        self.max_query_terms = max_query_terms
-        self.refresh = Refresh(refresh)
-        self.shards = shards
-        self.replicas = replicas
-        self.chunk_items = chunk_items
-        self.chunk_bytes = chunk_bytes
-        self.retry = retry or RetryPolicy()
-        self.timeout = timeout
-        self.dense_size = dense_size
-        self.dense_field = dense_field
+        self.location = location if location is not None else cluster_location(Engine(dialect.name), target)
         self._client = client
+        self._opened = False
+        self._open_lock = threading.Lock()
+
+    # The options callers read most (the connectors ask for dense_size).
+    @property
+    def field(self) -> str:
+        return self.options.field
+
+    @property
+    def dense_size(self) -> int | None:
+        return self.options.dense_size
+
+    @property
+    def dense_field(self) -> str:
+        return self.options.dense_field
+
+    @property
+    def refresh(self) -> Refresh:
+        return self.options.refresh
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.options.retry
 
     @property
     def field_type(self) -> bodies.FieldType:
-        """The sparse field's type (Elasticsearch: chosen from the server version on first use)."""
+        """The sparse field's type (Elasticsearch: chosen when the backend first talks to the node)."""
         return self.dialect.field_type()
-
-    def _prepare(self) -> None:
-        self.dialect.prepare(self)
-
-    def _error_info(self, error: BaseException) -> ErrorInfo | None:
-        return self.dialect.error_info(error)
-
-    # -- shared --------------------------------------------------------------------------------
 
     @property
     def client(self) -> Any:
         """The engine client, built on first use (constructors do no I/O)."""
         if self._client is None:
-            self._client = self.dialect.new_client(self)
+            self._client = self.dialect.new_client(self.target, timeout=self.options.timeout)
         return self._client
 
-    def index_body(self) -> dict[str, Any]:
-        """The body ``ensure_schema`` sends to create the index (with the dense field if ``dense_size``)."""
-        body = bodies.index_body(
-            field=self.field,
-            field_type=self.field_type,
-            shards=self.shards,
-            replicas=self.replicas,
-        )
-        if self.dense_size is not None:
-            mapping, settings = self.dialect.dense_mapping(self.dense_size)
-            body["mappings"]["properties"][self.dense_field] = mapping
-            if settings:
-                body.setdefault("settings", {}).setdefault("index", {}).update(settings)
-        return body
+    # -- running the dialect's exchanges -----------------------------------------------------------
 
-    def search_body(self, query: SparseVector, *, k: int = 10) -> dict[str, Any]:
-        """The body ``search`` sends for ``query`` (pruned to ``max_query_terms``); no I/O."""
-        check_query(query)
-        check_k(k)
-        terms = bodies.query_features(query, max_terms=self.max_query_terms)
-        return self.dialect.sparse_search(terms, field=self.field, k=k)
+    def _open(self) -> None:
+        """Once, before any other request: what the dialect needs to find out about the cluster."""
+        if self._opened:
+            return
+        with self._open_lock:
+            if not self._opened:
+                self._run(self.dialect.open())
+                self._opened = True
+                logger.info("%s: %s", self.name, self.dialect.describe())
+
+    def describe(self) -> str:
+        """The engine, and the sparse field and query this backend uses (talks to the node once)."""
+        self._open()
+        return self.dialect.describe()
+
+    def _run(self, exchange: Exchange[T]) -> T:
+        """Send what ``exchange`` asks for, one request at a time; return its result."""
+        try:
+            step = next(exchange)
+            while True:
+                if isinstance(step, Search):
+                    answer: Any = self._search_once(step)
+                else:
+                    answer = self._request(step)
+                step = exchange.send(answer)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+
+    def _request(self, request: Request) -> Answer:
+        def send() -> Answer:
+            answer = self.dialect.perform(self.client, request)
+            if not answer.ok and answer.status not in request.accept:
+                raise _AnsweredError(error_info_from_body(answer.status, answer.body, ""))
+            return answer
+
+        return self._call(request.what, send)
+
+    def _search_once(self, search: Search) -> dict[str, Any]:
+        index = self.target.index
+        extra = {"params": dict(search.params)} if search.params else {}
+        return _plain(
+            self._call(search.what, lambda: self.client.search(index=index, body=search.body, **extra))
+        )
+
+    def _error_info(self, error: BaseException) -> ErrorInfo | None:
+        if isinstance(error, _AnsweredError):
+            return error.info
+        return self.dialect.error_info(error)
 
     def _is_transient(self, error: BaseException) -> bool:
         info = self._error_info(error)
         return info is not None and is_retryable(classify_failure(info.status, info.type, info.reason))
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        self._prepare()
+        """Run one request with the retry policy; an engine error becomes a ``BackendError``."""
         try:
             return call_with_retry(
                 fn, policy=self.retry, is_transient=self._is_transient, backend=self.name, what=what
@@ -295,15 +204,46 @@ class LuceneBackend:
                 status=info.status,
             ) from e
 
+    def _missing_index(self, error: BackendError) -> BackendError:
+        if error.status != 404:
+            return error
+        return BackendError(
+            f"index {self.target.index!r} does not exist (ingest into it first)",
+            backend=self.name,
+            status=404,
+        )
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def index_body(self) -> dict[str, Any]:
+        """The body ``ensure_schema`` sends to create the index (with the dense field if ``dense_size``)."""
+        body = bodies.index_body(
+            field=self.field,
+            field_type=self.field_type,
+            shards=self.options.shards,
+            replicas=self.options.replicas,
+        )
+        if self.dense_size is not None:
+            mapping, settings = self.dialect.dense_mapping(self.dense_size)
+            body["mappings"]["properties"][self.dense_field] = mapping
+            if settings:
+                body.setdefault("settings", {}).setdefault("index", {}).update(settings)
+        return body
+
+    def _require_dense_support(self) -> None:
+        problem = self._run(self.dialect.dense_support())
+        if problem is not None:
+            raise BackendError(problem, backend=self.name)
+
     def ensure_schema(self) -> None:
         """Create the index, or check that the existing one has the fields this backend needs.
 
         Raises:
             SchemaMismatchError: The index exists with another mapping (names the differences).
         """
-        self._prepare()
+        self._open()
         if self.dense_size is not None:
-            self.dialect.require_dense_support(self)
+            self._require_dense_support()
         index = self.target.index
         body = self.index_body()
         if not self._call("index check", lambda: bool(self.client.indices.exists(index=index))):
@@ -328,8 +268,10 @@ class LuceneBackend:
                 f"index {index!r} exists with another schema: " + "; ".join(problems), backend=self.name
             )
 
+    # -- writes ------------------------------------------------------------------------------------
+
     def _send_bulk(self, body: str) -> list[ItemResult]:
-        self._prepare()
+        self._open()
         try:
             response = _plain(
                 self.client.bulk(index=self.target.index, body=body, refresh=self.refresh.value)
@@ -342,15 +284,12 @@ class LuceneBackend:
         results = []
         for entry in response.get("items", []):
             (outcome,) = entry.values()
-            error = outcome.get("error")
-            if isinstance(error, Mapping):
-                results.append(
-                    ItemResult(
-                        int(outcome["status"]), str(error.get("type", "")), str(error.get("reason", ""))
-                    )
-                )
+            status = int(outcome["status"])
+            if isinstance(outcome.get("error"), Mapping):  # the cause too: Elasticsearch wraps it
+                info = error_info_from_body(status, outcome, "")
+                results.append(ItemResult(status, info.type, info.reason))
             else:
-                results.append(ItemResult(int(outcome["status"])))
+                results.append(ItemResult(status))
         return results
 
     def _bulk(self, items: Sequence[BulkItem], *, ignore_status: frozenset[int] = frozenset()) -> WriteStats:
@@ -359,8 +298,8 @@ class LuceneBackend:
             send=self._send_bulk,
             backend=self.name,
             policy=self.retry,
-            max_items=self.chunk_items,
-            max_bytes=self.chunk_bytes,
+            max_items=self.options.chunk_items,
+            max_bytes=self.options.chunk_bytes,
             ignore_status=ignore_status,
         )
 
@@ -407,44 +346,41 @@ class LuceneBackend:
         if items:
             self._bulk(items, ignore_status=frozenset({404}))
 
+    # -- search ------------------------------------------------------------------------------------
+
+    def search_body(self, query: SparseVector, *, k: int = 10) -> dict[str, Any]:
+        """The body ``search`` sends for ``query`` (pruned to ``max_query_terms``); no I/O."""
+        check_query(query)
+        check_k(k)
+        terms = bodies.query_features(query, max_terms=self.options.max_query_terms)
+        return self.dialect.sparse_search(terms, field=self.field, k=k)
+
     def search(self, query: SparseVector, *, k: int = 10) -> list[SearchHit]:
         """Top-``k`` documents by dot product, best first, with the original ids and payloads."""
         check_query(query)
         check_k(k)
-        terms = bodies.query_features(query, max_terms=self.max_query_terms)
+        terms = bodies.query_features(query, max_terms=self.options.max_query_terms)
         if not terms:
             return []
-        self._prepare()
+        self._open()
         body = self.dialect.sparse_search(terms, field=self.field, k=k)
         try:
-            response = _plain(
-                self._call("search", lambda: self.client.search(index=self.target.index, body=body))
-            )
+            response = self._search_once(Search(body, "search"))
         except BackendError as e:
-            if e.status != 404:
-                raise
-            raise BackendError(
-                f"index {self.target.index!r} does not exist (ingest into it first)",
-                backend=self.name,
-                status=404,
-            ) from e
-        return [
-            SearchHit(id=str(hit["_source"]["doc_id"]), score=float(hit["_score"]), payload=hit["_source"])
-            for hit in response["hits"]["hits"]
-        ]
+            raise self._missing_index(e) from e
+        return hits_of(response)
 
-    # -- search side: many queries per round trip, BM25, dense and hybrid legs ----------------
     # Every leg is one body in an ``_msearch`` request (at most MSEARCH_BATCH bodies per request);
     # hybrid queries send all their legs in the same requests and are fused client-side with
-    # sparsebridge.query.fusion, unless a subclass runs a native hybrid (_native_hybrid).
+    # sparsebridge.query.fusion, unless the dialect runs a native hybrid.
 
     def _sparse_clause(self, query: SparseVector) -> dict[str, Any] | None:
         """The sparse leg's query clause (as :meth:`search` sends it); None if no weight is sendable."""
         check_query(query)
-        terms = bodies.query_features(query, max_terms=self.max_query_terms)
+        terms = bodies.query_features(query, max_terms=self.options.max_query_terms)
         if not terms:
             return None
-        self._prepare()  # Elasticsearch: the field type comes from the server version
+        self._open()  # Elasticsearch: the field type and query come from the node
         clause: dict[str, Any] = self.dialect.sparse_search(terms, field=self.field, k=1)["query"]
         return clause
 
@@ -453,7 +389,8 @@ class LuceneBackend:
             queries, size=self.dense_size, slot=f"the {self.name} index's {self.dense_field!r} field"
         )
         if checked:
-            self.dialect.require_dense_support(self)
+            self._open()
+            self._require_dense_support()
         return checked
 
     def search_batch(self, queries: Sequence[SparseVector], *, k: int = 10) -> list[list[SearchHit]]:
@@ -508,8 +445,8 @@ class LuceneBackend:
 
         Every leg of every query (``candidates`` hits each) goes out in ``_msearch`` requests, then
         the legs are fused client-side with :func:`sparsebridge.query.fusion.fuse`: the result
-        equals the client-side fusion of the same legs fetched one by one. A subclass may fuse
-        server-side instead where it was asked to and the cluster can (see the dialect).
+        equals the client-side fusion of the same legs fetched one by one. The dialect may fuse
+        server-side instead where it was asked to and the cluster can.
 
         Raises:
             ValueError: The weights do not match a query's legs, or a dense leg is not possible.
@@ -520,7 +457,7 @@ class LuceneBackend:
             fusion.leg_weights(len(query.legs))
         self._dense_queries([q.dense for q in queries if q.dense is not None])
         per_query = [self._hybrid_legs(q) for q in queries]
-        native = self.dialect.native_hybrid(self, per_query, fusion, k)
+        native = self._run(self.dialect.native_hybrid(per_query, fusion, k))
         if native is not None:
             return native
         answers = iter(self._search_legs("hybrid legs", [leg for legs in per_query for leg in legs]))
@@ -549,7 +486,9 @@ class LuceneBackend:
             lines = [
                 line
                 for n in chunk
-                for line in self.dialect.msearch_lines(self.target.index, legs[n].clause or {}, legs[n].size)
+                for line in bodies.msearch_body(
+                    self.target.index, [legs[n].clause or {}], size=legs[n].size, source=bodies.PAYLOAD_FIELDS
+                )
             ]
             for n, answer in zip(chunk, self._msearch(what, lines), strict=True):
                 results[n] = hits_of(answer, dense=legs[n].dense)
@@ -564,34 +503,22 @@ class LuceneBackend:
             for answer in answers:
                 if "error" in answer:
                     status = answer.get("status")
-                    info = error_info_from_body(status if isinstance(status, int) else None, answer, "")
-                    raise _SearchItemError(info)
+                    raise _AnsweredError(
+                        error_info_from_body(status if isinstance(status, int) else None, answer, "")
+                    )
             return answers
 
-        def is_transient(error: BaseException) -> bool:
-            if isinstance(error, _SearchItemError):
-                return is_retryable(classify_failure(error.info.status, error.info.type, error.info.reason))
-            return self._is_transient(error)
-
-        self._prepare()
+        self._open()
         try:
-            return call_with_retry(
-                send, policy=self.retry, is_transient=is_transient, backend=self.name, what=what
-            )
-        except BackendError:
-            raise
-        except Exception as e:
-            info = e.info if isinstance(e, _SearchItemError) else self._error_info(e)
-            if info is None:
-                raise
-            if info.status == 404:
-                message = f"index {self.target.index!r} does not exist (ingest into it first)"
-            else:
-                message = f"{what} failed: {info.status} {info.type}: {info.reason}"
-            raise BackendError(message, backend=self.name, status=info.status) from e
+            return self._call(what, send)
+        except BackendError as e:
+            raise self._missing_index(e) from e
+
+    # -- index metadata ----------------------------------------------------------------------------
 
     def _meta(self) -> dict[str, Any] | None:
         """The index mapping's ``_meta`` (None: no such index)."""
+        self._open()
         index = self.target.index
         try:
             mapping = _plain(self._call("get mapping", lambda: self.client.indices.get_mapping(index=index)))
@@ -618,6 +545,7 @@ class LuceneBackend:
 
     def count(self) -> int:
         """Number of documents in the index (as of its last refresh)."""
+        self._open()
         return int(_plain(self._call("count", lambda: self.client.count(index=self.target.index)))["count"])
 
     def close(self) -> None:
@@ -631,38 +559,6 @@ class LuceneBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-MSEARCH_BATCH = 200  # search bodies per _msearch request
-
-
-@dataclass(frozen=True)
-class SearchLeg:
-    """One search of a batch: its query clause (None: nothing to send, no hits), size, dense or not."""
-
-    clause: dict[str, Any] | None
-    size: int
-    dense: bool = False
-
-
-class _SearchItemError(Exception):
-    """One search of an ``_msearch`` answered an error (raised to retry or report it)."""
-
-    def __init__(self, info: ErrorInfo) -> None:
-        super().__init__(f"{info.status} {info.type}: {info.reason}")
-        self.info = info
-
-
-def hits_of(answer: Mapping[str, Any], *, dense: bool = False) -> list[SearchHit]:
-    """The hits of one search answer; a dense leg's ``(1 + cos) / 2`` score is mapped back to ``cos``."""
-    return [
-        SearchHit(
-            id=str(hit["_source"]["doc_id"]),
-            score=2.0 * float(hit["_score"]) - 1.0 if dense else float(hit["_score"]),
-            payload=hit["_source"],
-        )
-        for hit in answer["hits"]["hits"]
-    ]
 
 
 def _plain(response: Any) -> dict[str, Any]:

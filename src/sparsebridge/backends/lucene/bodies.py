@@ -48,8 +48,10 @@ __all__ = [
     "feature_name",
     "features",
     "index_body",
+    "is_knn_section",
     "mapping_problems",
     "match_clause",
+    "msearch_body",
     "msearch_lines",
     "query_features",
     "rank_features_search",
@@ -250,7 +252,7 @@ def match_clause(text: str, *, field: str = "text", boost: float | None = None) 
 def msearch_lines(
     index: str, bodies: Sequence[Mapping[str, Any]], *, source: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
-    """``_msearch`` lines: a header naming ``index`` before each search body .
+    """``_msearch`` lines: a header naming ``index`` before each search body.
 
     With ``source``, each body asks only for those ``_source`` fields and no total hit count.
     """
@@ -260,3 +262,35 @@ def msearch_lines(
         extra: dict[str, Any] = {} if source is None else {"track_total_hits": False, "_source": list(source)}
         lines.append({**body, **extra})
     return lines
+
+
+def is_knn_section(leg: Mapping[str, Any]) -> bool:
+    """Whether a leg is Elasticsearch's top-level ``knn`` section (it has a ``query_vector``).
+
+    Every other leg is a query clause (OpenSearch's dense leg is the ``knn`` query clause).
+    """
+    return "query_vector" in leg
+
+
+def msearch_body(
+    index: str,
+    legs: Sequence[Mapping[str, Any]],
+    *,
+    size: int,
+    source: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``_msearch`` lines: a header and a body per leg, every leg in one round trip.
+
+    A leg is a query clause (sent as ``query``) or a ``knn`` section (:func:`is_knn_section`,
+    sent as ``knn``). With ``source``, each body asks only for those ``_source`` fields and no
+    total hit count.
+
+    Example:
+        >>> msearch_body("docs", [match_clause("mars")], size=5)
+        [{'index': 'docs'}, {'size': 5, 'query': {'match': {'text': {'query': 'mars'}}}}]
+    """
+    searches = [
+        {"size": size, "knn": dict(leg)} if is_knn_section(leg) else {"size": size, "query": dict(leg)}
+        for leg in legs
+    ]
+    return msearch_lines(index, searches, source=source)

@@ -1,10 +1,6 @@
-"""OpenSearch: its own request bodies (:mod:`.bodies`) and the adapter (:mod:`.adapter`)."""
+"""OpenSearch: request bodies (:mod:`.bodies`), dialect (:mod:`.dialect`), backend (:mod:`.adapter`)."""
 
-from sparsebridge.backends.opensearch.adapter import (
-    OpenSearchBackend,
-    OpenSearchDialect,
-    OpenSearchHybrid,
-    OpenSearchQuery,
-)
+from sparsebridge.backends.opensearch.adapter import OpenSearchBackend
+from sparsebridge.backends.opensearch.dialect import OpenSearchDialect, OpenSearchHybrid, OpenSearchQuery
 
 __all__ = ["OpenSearchBackend", "OpenSearchDialect", "OpenSearchHybrid", "OpenSearchQuery"]

@@ -1,220 +1,24 @@
-"""OpenSearch indices with a ``rank_features`` field, through opensearch-py.
-
-The index maps the sparse field as ``rank_features`` (feature names are token ids, see
-:mod:`sparsebridge.backends.lucene.bodies`), ``text`` as BM25 text, ``doc_id`` as a keyword and
-``metadata`` as stored JSON. Document ``_id`` is the UUIDv5 of the document id (the same ids as in
-Qdrant), so rewrites are idempotent. Search sends the exact dot product: ``bool.should`` of
-``rank_feature`` clauses with ``linear`` and ``boost`` = query weight, or, with
-``query=OpenSearchQuery.NEURAL_SPARSE``, the neural-search plugin's ``neural_sparse`` with raw
-``query_tokens`` (the plugin must be installed on the cluster).
-
-Search side: many queries per ``_msearch`` request (sparse, BM25 ``match`` on ``text``, dense);
-hybrid queries send all their legs in ``_msearch`` and fuse them client-side with
-:mod:`sparsebridge.query.fusion` (the same definitions as every other backend). With
-``hybrid=OpenSearchHybrid.NATIVE_IF_AVAILABLE`` the neural-search plugin's ``hybrid`` query and a
-search pipeline fuse server-side instead, but only when ``GET _cat/plugins`` lists the plugin and
-the fusion has a pipeline; OpenSearch's normalisations differ from ours in details.
-
-Dense leg: a ``knn_vector`` field (``dense_size=``) needs the k-NN plugin. Without it there is no
-dense leg on that cluster: ``ensure_schema``, dense searches and hybrid queries with a dense leg
-raise a ``BackendError`` that says so (nothing falls back silently).
-"""
+"""The OpenSearch backend: the Lucene backend with OpenSearch's dialect (:mod:`.dialect`)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-
-from sparsebridge.backends.lucene import bodies
-from sparsebridge.backends.lucene.adapter import (
-    ClusterTarget,
-    ErrorInfo,
-    LuceneBackend,
-    Refresh,
-    SearchLeg,
-    error_info_from_body,
-    hits_of,
-)
-from sparsebridge.backends.opensearch import bodies as os_bodies
-from sparsebridge.backends.retry import RetryPolicy
-from sparsebridge.errors import BackendError, MissingExtraError
-from sparsebridge.query.fusion import Fusion, FusionMethod, fuse
-from sparsebridge.types import SearchHit
+from sparsebridge.backends.lucene.adapter import LuceneBackend
+from sparsebridge.backends.lucene.target import ClusterTarget
+from sparsebridge.backends.opensearch.dialect import OpenSearchDialect, OpenSearchHybrid, OpenSearchQuery
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
-__all__ = ["OpenSearchBackend", "OpenSearchDialect", "OpenSearchHybrid", "OpenSearchQuery"]
-
-logger = logging.getLogger(__name__)
-
-
-class OpenSearchQuery(str, Enum):
-    """Which query ``search`` sends (both score the exact dot product on a ``rank_features`` field)."""
-
-    RANK_FEATURE = "rank_feature"  # core (mapper-extras): bool.should of linear rank_feature clauses
-    NEURAL_SPARSE = "neural_sparse"  # neural-search plugin: raw query_tokens, weights in (0, 64]
-
-
-class OpenSearchHybrid(str, Enum):
-    """Where hybrid queries are fused.
-
-    ``CLIENT`` (default): ``_msearch`` of the legs, then :mod:`sparsebridge.query.fusion`, whose
-    definitions are the same on every backend. ``NATIVE_IF_AVAILABLE``: the neural-search plugin's
-    ``hybrid`` query through a ``score-ranker-processor`` (unweighted RRF) or
-    ``normalization-processor`` (min-max, z-score) search pipeline, when ``GET _cat/plugins`` lists
-    the plugin; otherwise, and for fusions without a pipeline, client-side.
-    """
-
-    CLIENT = "client"
-    NATIVE_IF_AVAILABLE = "native_if_available"
-
-
-def _opensearchpy() -> Any:
-    try:
-        import opensearchpy
-    except ImportError as e:
-        raise MissingExtraError("opensearch-py", "opensearch") from e
-    return opensearchpy
-
-
-class OpenSearchDialect:
-    """OpenSearch for :class:`~sparsebridge.backends.lucene.LuceneBackend` (opensearch-py, plugins).
-
-    One instance per backend: it caches the cluster's plugin list (``GET _cat/plugins``, read once).
-    """
-
-    name = "opensearch"
-
-    def __init__(
-        self,
-        *,
-        query: OpenSearchQuery = OpenSearchQuery.RANK_FEATURE,
-        hybrid: OpenSearchHybrid = OpenSearchHybrid.CLIENT,
-    ) -> None:
-        self.query = OpenSearchQuery(query)
-        self.hybrid = OpenSearchHybrid(hybrid)
-        self._plugins: frozenset[str] | None = None
-
-    def new_client(self, backend: LuceneBackend) -> Any:
-        target = backend.target
-        return _opensearchpy().OpenSearch(
-            hosts=[target.url],
-            http_auth=(target.username, target.password) if target.username is not None else None,
-            verify_certs=target.verify_certs,
-            ssl_show_warn=target.verify_certs,
-            ca_certs=target.ca_certs,
-            timeout=backend.timeout,
-            max_retries=0,  # our RetryPolicy is the only retry layer
-            retry_on_timeout=False,
-            http_compress=True,
-            pool_maxsize=16,  # concurrent ingest writers share this client (urllib3's default keeps 1)
-        )
-
-    def error_info(self, error: BaseException) -> ErrorInfo | None:
-        exceptions = _opensearchpy().exceptions
-        if isinstance(error, exceptions.ConnectionError):  # includes timeouts; no answer at all
-            return ErrorInfo(None, type(error).__name__, str(error))
-        if isinstance(error, exceptions.TransportError):
-            status = error.status_code if isinstance(error.status_code, int) else None
-            return error_info_from_body(status, error.info, str(error.error))
-        return None
-
-    def prepare(self, backend: LuceneBackend) -> None:
-        return None
-
-    def field_type(self) -> bodies.FieldType:
-        return bodies.FieldType.RANK_FEATURES
-
-    def sparse_search(self, terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
-        if self.query is OpenSearchQuery.NEURAL_SPARSE:
-            return os_bodies.neural_sparse_search(terms, field=field, k=k)
-        return bodies.rank_features_search(terms, field=field, k=k)
-
-    def msearch_lines(self, index: str, clause: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
-        return os_bodies.msearch_body(index, [clause], size=size, source=bodies.PAYLOAD_FIELDS)
-
-    def dense_clause(self, vector: npt.NDArray[np.float32], *, k: int, field: str) -> dict[str, Any]:
-        return os_bodies.knn_clause(vector.tolist(), k=os_bodies.knn_candidates(k), field=field)
-
-    def dense_mapping(self, dimension: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        return os_bodies.knn_vector_mapping(dimension), dict(os_bodies.KNN_SETTINGS)
-
-    def dense_field_problem(self, have: Mapping[str, Any] | None, dimension: int) -> str | None:
-        return os_bodies.knn_field_problem(have, dimension)
-
-    def plugins(self, backend: LuceneBackend) -> frozenset[str]:
-        """The plugins installed on the cluster (``GET _cat/plugins`` components), read once."""
-        if self._plugins is None:
-            rows = backend._call(
-                "plugin check",
-                lambda: backend.client.transport.perform_request(
-                    "GET", "/_cat/plugins", params={"format": "json"}
-                ),
-            )
-            self._plugins = frozenset(str(row.get("component", "")) for row in rows or [])
-        return self._plugins
-
-    def require_dense_support(self, backend: LuceneBackend) -> None:
-        plugins = self.plugins(backend)
-        if os_bodies.KNN_PLUGIN not in plugins:
-            installed = ", ".join(sorted(plugins)) or "none"
-            raise BackendError(
-                f"this OpenSearch cluster has no k-NN plugin ({os_bodies.KNN_PLUGIN}; installed plugins: "
-                f"{installed}), so it has no dense leg: a knn_vector field cannot be created or searched. "
-                "Install the plugin, or leave the dense model out (sparse and BM25 legs work without it)",
-                backend=self.name,
-            )
-
-    def native_hybrid(
-        self, backend: LuceneBackend, legs: Sequence[Sequence[SearchLeg]], fusion: Fusion, k: int
-    ) -> list[list[SearchHit]] | None:
-        """The plugin's ``hybrid`` query + search pipeline, when asked for and possible; else None.
-
-        Snapshot-tested only: no neural-search plugin runs where this was written.
-        """
-        if self.hybrid is not OpenSearchHybrid.NATIVE_IF_AVAILABLE:
-            return None
-        if not os_bodies.has_search_pipeline(fusion):
-            return None
-        if any(not 2 <= len(q) <= 5 or any(leg.clause is None for leg in q) for q in legs):
-            return None
-        if os_bodies.NEURAL_SEARCH_PLUGIN not in self.plugins(backend):
-            logger.debug("%s: no neural-search plugin, fusing client-side", self.name)
-            return None
-        resort = Fusion(FusionMethod.SUM)  # one leg, weight 1: the same scores, our tie-break
-        return [
-            fuse([hits_of(self._hybrid_search(backend, query, fusion))], resort, limit=k) for query in legs
-        ]
-
-    def _hybrid_search(
-        self, backend: LuceneBackend, query: Sequence[SearchLeg], fusion: Fusion
-    ) -> dict[str, Any]:
-        """Create (or overwrite) the fusion's search pipeline, then send one ``hybrid`` query through it."""
-        pipeline = os_bodies.search_pipeline_body(fusion, legs=len(query))
-        name = os_bodies.pipeline_name(pipeline)
-        client = backend.client
-        backend._call(
-            "create search pipeline",
-            lambda: client.transport.perform_request("PUT", f"/_search/pipeline/{name}", body=pipeline),
-        )
-        size = max(leg.size for leg in query)  # each sub-query's top `candidates` take part
-        body = os_bodies.hybrid_body([leg.clause or {} for leg in query], size=size)
-        body.update(track_total_hits=False, _source=list(bodies.PAYLOAD_FIELDS))
-        answer = backend._call(
-            "hybrid search",
-            lambda: client.search(index=backend.target.index, body=body, params={"search_pipeline": name}),
-        )
-        return dict(answer)
+__all__ = ["OpenSearchBackend"]
 
 
 class OpenSearchBackend(LuceneBackend):
     """Write and search SPLADE vectors in an OpenSearch index (``rank_features``).
+
+    Every option of :class:`~sparsebridge.backends.lucene.LuceneOptions` is accepted as a keyword
+    (``replicas=0``, ``dense_size=384``, ...), or as one ``options=`` object.
 
     Example:
         >>> from sparsebridge.types import SparseVector
@@ -229,58 +33,25 @@ class OpenSearchBackend(LuceneBackend):
         self,
         target: ClusterTarget,
         *,
-        field: str = "splade",
         query: OpenSearchQuery = OpenSearchQuery.RANK_FEATURE,
-        max_query_terms: int = 1024,
-        refresh: Refresh = Refresh.WAIT_FOR,
-        shards: int | None = None,
-        replicas: int | None = None,
-        chunk_items: int = 500,
-        chunk_bytes: int = 5 * 1024 * 1024,
-        retry: RetryPolicy | None = None,
-        timeout: float = 30.0,
-        dense_size: int | None = None,
-        dense_field: str = "dense",
         hybrid: OpenSearchHybrid = OpenSearchHybrid.CLIENT,
         client: OpenSearch | None = None,
+        **options: Any,
     ) -> None:
         """Configure the backend; no I/O happens here.
 
         Args:
             target: The index and how to connect (``api_key`` is not supported by OpenSearch).
-            field: Name of the ``rank_features`` field.
             query: Which query ``search`` sends.
-            max_query_terms: Query pruning budget (OpenSearch's default clause limit is 1024).
-            refresh: When writes become searchable.
-            shards: ``number_of_shards`` for a new index (engine default if None).
-            replicas: ``number_of_replicas`` for a new index (engine default if None).
-            chunk_items: Items per ``_bulk`` request.
-            chunk_bytes: Bytes per ``_bulk`` request.
-            retry: Retry budget for transient failures (429, 502-504, connection errors).
-            timeout: Seconds per request.
-            dense_size: Dimension of a ``knn_vector`` dense field (needs the k-NN plugin).
-            dense_field: Name of the dense field.
             hybrid: Where hybrid queries are fused (see :class:`OpenSearchHybrid`).
             client: An ``opensearchpy.OpenSearch`` to use instead of building one.
+            **options: :class:`~sparsebridge.backends.lucene.LuceneOptions` fields, ``options=``,
+                or ``location=`` (the parsed target URI).
         """
         if isinstance(target, ClusterTarget) and target.api_key is not None:
             raise ValueError("OpenSearch takes a username and password, not an API key")
-        super().__init__(
-            target,
-            field=field,
-            max_query_terms=max_query_terms,
-            refresh=refresh,
-            shards=shards,
-            replicas=replicas,
-            chunk_items=chunk_items,
-            chunk_bytes=chunk_bytes,
-            retry=retry,
-            timeout=timeout,
-            dense_size=dense_size,
-            dense_field=dense_field,
-            dialect=OpenSearchDialect(query=query, hybrid=hybrid),
-            client=client,
-        )
+        dialect = OpenSearchDialect(query=query, hybrid=hybrid)
+        super().__init__(target, dialect=dialect, client=client, **options)
 
     @property
     def query(self) -> OpenSearchQuery:
@@ -292,4 +63,4 @@ class OpenSearchBackend(LuceneBackend):
 
     def plugins(self) -> frozenset[str]:
         """The plugins installed on the cluster (``GET _cat/plugins`` components), read once."""
-        return self.dialect.plugins(self)
+        return self._run(self.dialect.plugins())

@@ -5,7 +5,8 @@
   ``arithmetic_mean`` with per-leg weights) or ``score-ranker-processor`` (RRF, ``rank_constant``).
   Plugin, not core; the definitions are OpenSearch's own (for example ``min_max`` floors a
   normalised 0 at 0.001), so results are compared with client-side fusion only where they coincide.
-- Without the plugin: :func:`msearch_body` sends every leg in one ``_msearch`` round trip and
+- Without the plugin: :func:`sparsebridge.backends.lucene.bodies.msearch_body` sends every leg in
+  one ``_msearch`` round trip and
   :mod:`sparsebridge.query.fusion` fuses them client-side.
 
 Legs: sparse = a clause built by the ``rank_features`` adapter (``bool.should`` of linear
@@ -24,7 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sparsebridge.backends.lucene.bodies import msearch_lines, search_body
+from sparsebridge.backends.lucene.bodies import search_body
 from sparsebridge.query.fusion import Fusion, FusionMethod
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "knn_clause",
     "knn_field_problem",
     "knn_vector_mapping",
-    "msearch_body",
     "neural_sparse_search",
     "pipeline_name",
     "search_pipeline_body",
@@ -166,20 +166,6 @@ def search_pipeline_body(fusion: Fusion, *, legs: int) -> dict[str, Any]:
         }
         return {"phase_results_processors": [{"normalization-processor": processor}]}
     raise ValueError(f"{fusion.method.value} has no OpenSearch search pipeline; fuse the legs client-side")
-
-
-def msearch_body(
-    index: str,
-    legs: Sequence[Mapping[str, Any]],
-    *,
-    size: int,
-    source: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """``_msearch`` lines: a header and a body per leg, every leg in one round trip.
-
-    With ``source``, each body asks only for those ``_source`` fields and no total hit count.
-    """
-    return msearch_lines(index, [{"size": size, "query": dict(leg)} for leg in legs], source=source)
 
 
 def neural_sparse_search(terms: Mapping[str, float], *, field: str, k: int) -> dict[str, Any]:
