@@ -32,11 +32,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 from sparsebridge.backends.base import Located
-from sparsebridge.backends.lucene import LuceneBackend
-from sparsebridge.backends.targets import Target, parse_target
+from sparsebridge.backends.targets import parse_target
 from sparsebridge.errors import InputError
 from sparsebridge.ingest.sink import Sink
 
@@ -207,20 +205,7 @@ def target_identity(backend: Sink) -> str:
         >>> target_identity(QdrantBackend(QdrantTarget("docs", url="http://localhost")))
         'qdrant://localhost:6333/docs'
     """
-    location = _location(backend)
-    return f"{backend.name}:" if location is None else location.identity()
-
-
-def _location(backend: Sink) -> Target | None:
-    if isinstance(backend, Located):
-        return backend.location
-    if isinstance(backend, LuceneBackend):  # its location, built from its cluster target
-        parts = urlsplit(backend.target.url)
-        scheme = f"{backend.name}+https" if parts.scheme == "https" else backend.name
-        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return parse_target(f"{scheme}://{host}:{port}/{backend.target.index}")
-    return None
+    return backend.location.identity() if isinstance(backend, Located) else f"{backend.name}:"
 
 
 def same_target(recorded: str, identity: str) -> bool:
