@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -94,6 +94,7 @@ class LuceneBackend:
         self.name = dialect.name
         self.location = location if location is not None else cluster_location(Engine(dialect.name), target)
         self._client = client
+        self._closed = False
         self._opened = False
         self._open_lock = threading.Lock()
 
@@ -126,6 +127,10 @@ class LuceneBackend:
     @property
     def client(self) -> Any:
         """The engine client, built on first use (constructors do no I/O)."""
+        if self._closed:
+            raise BackendError(
+                f"the backend for {self.location.uri} is closed; open a new one", backend=self.name
+            )
         if self._client is None:
             self._client = self.dialect.new_client(self.target, timeout=self.options.timeout)
         return self._client
@@ -549,10 +554,17 @@ class LuceneBackend:
         return int(_plain(self._call("count", lambda: self.client.count(index=self.target.index)))["count"])
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections; later calls raise :class:`~sparsebridge.errors.BackendError`."""
+        self._closed = True
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            f"a {type(self).__name__} cannot be pickled (it holds a live client): pass its target "
+            f"({self.location.uri}) and open a backend in each process"
+        )
 
     def __enter__(self) -> LuceneBackend:
         return self

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -265,11 +265,16 @@ class PostgresBackend:
         self._pruned_lock = threading.Lock()  # writers share the backend
         self._dimension_given = dimension is not None
         self._table: _Table | None = None
+        self._closed = False
         self._pool = _Pool(self._connect)
 
     # -- connections ------------------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        if self._closed:  # close() emptied the pool: every later use comes here
+            raise BackendError(
+                f"the backend for {self.location.uri} is closed; open a new one", backend=self.name
+            )
         options = {"application_name": "sparsebridge", "connect_timeout": max(1, round(self.connect_timeout))}
         if self.statement_timeout is not None:
             options["options"] = f"-c statement_timeout={max(1, round(self.statement_timeout * 1000))}"
@@ -691,7 +696,15 @@ class PostgresBackend:
         return self._text(conn, [q.text for q in queries if q.text is not None], k)
 
     def close(self) -> None:
+        """Close the connections; later calls raise :class:`~sparsebridge.errors.BackendError`."""
+        self._closed = True
         self._pool.close()
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            f"a {type(self).__name__} cannot be pickled (it holds live connections): pass its target "
+            f"({self.location.uri}) and open a backend in each process"
+        )
 
     def __enter__(self) -> PostgresBackend:
         return self
