@@ -47,6 +47,8 @@ RUN_AS=elasticsearch             # only used when invoked as root
 
 log() { echo "[elasticsearch.sh] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=lib/jvm_node.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/jvm_node.sh"
 
 [[ "$VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "ELASTICSEARCH_VERSION must be like 8.19.3, got '$VERSION'"
 [[ "$PORT" =~ ^[0-9]+$ && "$TPORT" =~ ^[0-9]+$ ]] || die "ELASTICSEARCH_PORT and ELASTICSEARCH_TRANSPORT_PORT must be numbers"
@@ -82,36 +84,11 @@ launcher_pid() {
   if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q 'org.elasticsearch'; then echo "$pid"; fi
 }
 
-unpack() {
-  if command -v unzip >/dev/null; then unzip -q -o "$1" -d "$2"; else python3 -m zipfile -e "$1" "$2"; fi
-}
-
-java_major() {
-  local v
-  v="$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$1/release" 2>/dev/null || true)"
-  [[ -n "$v" ]] || v="$("$1/bin/java" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -n 1 || true)"
-  echo "$v"
-}
-
-# A JDK home new enough for Elasticsearch $VERSION: Java 17+ for 8.x, 21+ for 9.x.
+# A JDK home new enough for Elasticsearch $VERSION: Java 17+ for 8.x, 21+ for 9.x (order: the header).
 java_home() {
-  local need=17 jh j major candidates=()
+  local need=17
   [[ "${VERSION%%.*}" -lt 9 ]] || need=21
-  if [[ -n "${ELASTICSEARCH_JAVA_HOME:-}" ]]; then
-    major="$(java_major "$ELASTICSEARCH_JAVA_HOME")"
-    [[ "${major:-0}" -ge "$need" ]] ||
-      die "ELASTICSEARCH_JAVA_HOME=$ELASTICSEARCH_JAVA_HOME is Java ${major:-(unknown)}; Elasticsearch $VERSION needs Java $need+"
-    echo "$ELASTICSEARCH_JAVA_HOME"
-    return
-  fi
-  [[ -z "${JAVA_HOME:-}" ]] || candidates+=("$JAVA_HOME")
-  if j="$(command -v java)"; then candidates+=("$(dirname "$(dirname "$(readlink -f "$j")")")"); fi
-  for jh in /usr/lib/jvm/* /opt/*; do [[ ! -x "$jh/bin/java" ]] || candidates+=("$jh"); done
-  for jh in ${candidates[@]+"${candidates[@]}"}; do
-    major="$(java_major "$jh")"
-    [[ "${major:-0}" -lt "$need" ]] || { echo "$jh"; return; }
-  done
-  die "no Java $need+ found for Elasticsearch $VERSION (looked at JAVA_HOME, java on PATH, /usr/lib/jvm, /opt); set ELASTICSEARCH_JAVA_HOME"
+  find_java "$need" "Elasticsearch $VERSION" ELASTICSEARCH_JAVA_HOME
 }
 
 # $CACHE/elasticsearch-<v>/home, fetched and unpacked once; echo its path.
@@ -165,7 +142,7 @@ do_stop() {
 }
 
 do_start() {
-  local pid home jh deadline launcher=() caps=() extra=()
+  local pid home jh deadline launcher=() extra=()
   pid="$(node_pid)"
   if [[ -n "$pid" ]]; then
     if healthy; then
@@ -208,19 +185,8 @@ action.auto_create_index: true
 EOF
   read -r -a extra <<<"${ELASTICSEARCH_EXTRA_SETTINGS:-}"
 
-  if [[ "$(id -u)" == 0 ]]; then
-    id "$RUN_AS" >/dev/null 2>&1 || useradd -r -M -d /nonexistent -s /usr/sbin/nologin "$RUN_AS"
-    chown -R "$RUN_AS:" "$RUN"
-    launcher=(setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --init-groups)
-    # Keep one capability, DAC_OVERRIDE, so the unprivileged node can read the distribution under a
-    # root-only $HOME; no_setuid_fixup makes access(2) (Java's Files.exists) honour it too.
-    caps=(--inh-caps=+dac_override --ambient-caps=+dac_override --securebits=+no_setuid_fixup)
-    if "${launcher[@]}" "${caps[@]}" true 2>/dev/null; then
-      launcher+=("${caps[@]}")
-    else
-      log "warning: cannot grant DAC_OVERRIDE; $home and $RUN must be readable by user $RUN_AS"
-    fi
-  fi
+  unprivileged_launcher "$RUN_AS" "$RUN" "$home"
+  launcher=(${LAUNCHER[@]+"${LAUNCHER[@]}"})
 
   log "starting Elasticsearch $VERSION from $home (java: $jh) on $URL"
   # setsid: own session, so the node outlives this script and its terminal. The inner sh writes its

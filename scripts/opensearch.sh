@@ -54,6 +54,8 @@ PLUGINS_TAG="${PLUGINS// /-}"
 
 log() { echo "[opensearch.sh] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=lib/jvm_node.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/jvm_node.sh"
 
 healthy() { curl -fsS -o /dev/null --max-time 5 "$URL/_cluster/health?wait_for_status=yellow&timeout=2s" 2>/dev/null; }
 
@@ -87,11 +89,6 @@ node_pid() {
   if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q 'org.opensearch.bootstrap.OpenSearch'; then echo "$pid"; fi
 }
 
-# Extract a zip into a directory (unzip if present, else Python's zipfile).
-unpack() {
-  if command -v unzip >/dev/null; then unzip -q -o "$1" -d "$2"; else python3 -m zipfile -e "$1" "$2"; fi
-}
-
 # mvn download of one artifact into a directory; quiet, returns mvn's status.
 mvn_get() { mvn -q -B dependency:copy -Dartifact="$1" -DoutputDirectory="$2" >>"$2/mvn.log" 2>&1; }
 
@@ -104,33 +101,11 @@ print(next((l.split("=", 1)[1].strip() for l in lines if l.startswith(sys.argv[2
 EOF
 }
 
-# The Java feature release (17, 21, 25, ...) of a JDK home, or nothing.
-java_major() {
-  local v
-  v="$(sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$1/release" 2>/dev/null || true)"
-  [[ -n "$v" ]] || v="$("$1/bin/java" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -n 1 || true)"
-  echo "$v"
-}
-
 # A JDK home new enough for OpenSearch $1: Java 11+ for 2.x, 21+ for 3.x (order: see the header).
 java_home() {
-  local need=11 jh j major candidates=()
+  local need=11
   [[ "${1%%.*}" -lt 3 ]] || need=21
-  if [[ -n "${OPENSEARCH_JAVA_HOME:-}" ]]; then
-    major="$(java_major "$OPENSEARCH_JAVA_HOME")"
-    [[ "${major:-0}" -ge "$need" ]] ||
-      die "OPENSEARCH_JAVA_HOME=$OPENSEARCH_JAVA_HOME is Java ${major:-(unknown)}; OpenSearch $1 needs Java $need+"
-    echo "$OPENSEARCH_JAVA_HOME"
-    return
-  fi
-  [[ -z "${JAVA_HOME:-}" ]] || candidates+=("$JAVA_HOME")
-  if j="$(command -v java)"; then candidates+=("$(dirname "$(dirname "$(readlink -f "$j")")")"); fi
-  for jh in /usr/lib/jvm/* /opt/*; do [[ ! -x "$jh/bin/java" ]] || candidates+=("$jh"); done
-  for jh in ${candidates[@]+"${candidates[@]}"}; do
-    major="$(java_major "$jh")"
-    [[ "${major:-0}" -lt "$need" ]] || { echo "$jh"; return; }
-  done
-  die "no Java $need+ found for OpenSearch $1 (looked at JAVA_HOME, java on PATH, /usr/lib/jvm, /opt); set OPENSEARCH_JAVA_HOME"
+  find_java "$need" "OpenSearch $1" OPENSEARCH_JAVA_HOME
 }
 
 # Install module $2 of OpenSearch $1 into the distribution $3 from Maven Central: its jar and the jars
@@ -269,7 +244,7 @@ do_stop() {
 }
 
 do_start() {
-  local pid home v jh deadline launcher=() caps=() extra=()
+  local pid home v jh deadline launcher=() extra=()
   pid="$(node_pid)"
   if [[ -n "$pid" ]]; then
     if healthy; then
@@ -314,19 +289,8 @@ action.auto_create_index: true
 EOF
   read -r -a extra <<<"${OPENSEARCH_EXTRA_SETTINGS:-}"
 
-  if [[ "$(id -u)" == 0 ]]; then
-    id "$RUN_AS" >/dev/null 2>&1 || useradd -r -M -d /nonexistent -s /usr/sbin/nologin "$RUN_AS"
-    chown -R "$RUN_AS:" "$RUN"
-    launcher=(setpriv --reuid="$RUN_AS" --regid="$RUN_AS" --init-groups)
-    # Keep one capability, DAC_OVERRIDE, so the unprivileged node can read the distribution under a
-    # root-only $HOME; no_setuid_fixup makes access(2) (Java's Files.exists) honour it too.
-    caps=(--inh-caps=+dac_override --ambient-caps=+dac_override --securebits=+no_setuid_fixup)
-    if "${launcher[@]}" "${caps[@]}" true 2>/dev/null; then
-      launcher+=("${caps[@]}")
-    else
-      log "warning: cannot grant DAC_OVERRIDE; $home and $RUN must be readable by user $RUN_AS"
-    fi
-  fi
+  unprivileged_launcher "$RUN_AS" "$RUN" "$home"
+  launcher=(${LAUNCHER[@]+"${LAUNCHER[@]}"})
 
   log "starting OpenSearch from $home (java: $jh) on $URL"
   # setsid: own session, so the node outlives this script and its terminal. The inner sh writes its
