@@ -20,6 +20,6 @@ timeout 1200 "$PY" bench/serving.py --model rotary-mlm --layers 28 --hidden 768 
   --seconds "$SECONDS_PER" --requests "$REQUESTS" --lone 100 --json bench/results/serving.jsonl --label "$LABEL" 2>&1 | quiet
 timeout 600 "$PY" bench/serving.py --model splade-tiny --http \
   --seconds "$SECONDS_PER" --requests "$REQUESTS" --json bench/results/serving.jsonl --label "$LABEL" 2>&1 | quiet
-timeout 600 "$PY" bench/encode.py --profile --json bench/results/encode.jsonl --label "$LABEL" 2>&1 | quiet
+timeout 1200 "$PY" bench/encode.py --profile --json bench/results/encode.jsonl --label "$LABEL" 2>&1 | quiet
 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
-  timeout 600 "$PY" bench/encode.py --profile --json bench/results/encode.jsonl --label "$LABEL (AVX2 caps)" 2>&1 | quiet
+  timeout 1200 "$PY" bench/encode.py --profile --json bench/results/encode.jsonl --label "$LABEL (AVX2 caps)" 2>&1 | quiet
