@@ -93,7 +93,7 @@ class HeadChoice:
         reason: ``"probe"`` (the fastest on the probe batch), ``"device"`` (CUDA: the fused
             kernel where Triton is present, else torch), ``"environment"`` (``SPARSEBRIDGE_HEAD``)
             or ``"use_head"``.
-        seconds: The probe's time for each head it timed (best of two runs on the probe batch);
+        seconds: The probe's time for each head it timed (best of three runs on the probe batch);
             empty unless ``reason`` is ``"probe"``.
         probe_tokens: Tokens in the probe batch (0 when there was no probe).
     """
@@ -221,7 +221,7 @@ class SpladeStages:
         ``SPARSEBRIDGE_HEAD`` set to a :class:`Head` value picks that head (an error if it cannot
         run here). Otherwise on CUDA the fused Triton kernel where Triton is present, else torch;
         on a CPU each CPU head (the int8 screen on x86 CPUs with AVX2, the tiled and the plain
-        float32 heads) runs once to warm up and twice timed on the probe texts repeated to ~512
+        float32 heads) runs once to warm up and three times timed on the probe texts repeated to ~512
         tokens, and the fastest wins. Every head gives the same vectors (within float32
         rounding), so the choice changes speed only. On a busy machine the timings are noisy, and
         the choice may differ from a quiet machine's.
@@ -278,9 +278,9 @@ class SpladeStages:
         hidden, mask = self._head_probe_batch()
         seconds: dict[Head, float] = dict.fromkeys(candidates, float("inf"))
         with torch.inference_mode():
-            # a warm-up run of each (allocations, oneDNN's kernels for these shapes), then two
+            # a warm-up run of each (allocations, oneDNN's kernels for these shapes), then three
             # timed rounds that take turns, so that a busy moment of the machine hits every head
-            for timed in (False, True, True):
+            for timed in (False, True, True, True):
                 for head in candidates:
                     start = time.perf_counter()
                     self.head(hidden, mask, method=head, chunk_tokens=1024)
