@@ -27,6 +27,7 @@ import torch
 import uvicorn
 
 from sparsebridge.backends import MemoryBackend, Record, open_backend
+from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.query import Fusion, FusionMethod
@@ -399,6 +400,7 @@ def test_the_cli_serves_a_qdrant_edge_target_and_stops_on_sigterm(
     vectors = encoder.encode_documents([text for _, text in corpus])
     with open_backend(uri) as backend:
         backend.ensure_schema()
+        check_model(backend, ModelIdentity.of(encoder), record=True)  # as an ingest records it
         backend.write([Record(Document(i, t), v) for (i, t), v in zip(corpus, vectors, strict=True)])
         expected = {q: Searcher(backend, encoder).search([q], k=5)[0] for q in queries[:3]}
     key = "key-from-the-environment"
