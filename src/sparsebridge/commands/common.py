@@ -128,6 +128,17 @@ def target_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def hybrid_options(parser: argparse.ArgumentParser) -> None:
+    """``--hybrid``, ``--bm25`` and the fusion options of the commands that search."""
+    parser.add_argument("--hybrid", action="store_true", help="fuse sparse with dense and/or full-text legs")
+    parser.add_argument(
+        "--bm25",
+        action="store_true",
+        help="add a full-text leg (BM25 on Elasticsearch/OpenSearch, ts_rank_cd on PostgreSQL)",
+    )
+    fusion_options(parser)
+
+
 def fusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense-model", help="dense leg: any sentence-transformers model (bundled: minilm)")
     parser.add_argument(

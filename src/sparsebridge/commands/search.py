@@ -9,7 +9,7 @@ from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.commands.common import (
     Command,
     fusion,
-    fusion_options,
+    hybrid_options,
     load_dense,
     load_encoder,
     model_mismatch_option,
@@ -28,9 +28,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help="the query text")
     parser.add_argument("-k", type=positive_int, default=10, help="number of results (default 10)")
     model_mismatch_option(parser)
-    parser.add_argument("--hybrid", action="store_true", help="fuse sparse with dense and/or BM25 legs")
-    parser.add_argument("--bm25", action="store_true", help="add a BM25 leg (Elasticsearch/OpenSearch)")
-    fusion_options(parser)
+    hybrid_options(parser)
 
 
 def _run(args: argparse.Namespace) -> int:

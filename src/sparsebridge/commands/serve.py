@@ -13,7 +13,7 @@ from typing import Any
 from sparsebridge.commands.common import (
     Command,
     fusion,
-    fusion_options,
+    hybrid_options,
     load_dense,
     load_encoder,
     model_mismatch_option,
@@ -33,9 +33,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     model_options(parser)
     target_options(parser)
     model_mismatch_option(parser)
-    parser.add_argument("--hybrid", action="store_true", help="fuse sparse with dense and/or BM25 legs")
-    parser.add_argument("--bm25", action="store_true", help="add a BM25 leg (Elasticsearch/OpenSearch)")
-    fusion_options(parser)
+    hybrid_options(parser)
     parser.set_defaults(to=None)  # no --to: no /search
     for action in parser._actions:  # the shared option's help names the default target of ingest
         if "--to" in action.option_strings:
