@@ -139,6 +139,22 @@ def hybrid_options(parser: argparse.ArgumentParser) -> None:
     fusion_options(parser)
 
 
+def hybrid_searcher(args: argparse.Namespace, backend: Backend, encoder: Any, dense: Any) -> Any:
+    """The hybrid :class:`~sparsebridge.search.Searcher` of ``--hybrid``, ``--bm25`` and the fusion
+    options."""
+    from sparsebridge.search import Searcher, SearchMode
+
+    return Searcher(
+        backend,
+        encoder,
+        mode=SearchMode.HYBRID,
+        dense_encoder=dense,
+        bm25=args.bm25,
+        fusion=fusion(args),
+        candidates=args.candidates,
+    )
+
+
 def fusion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense-model", help="dense leg: any sentence-transformers model (bundled: minilm)")
     parser.add_argument(

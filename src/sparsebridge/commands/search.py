@@ -8,8 +8,8 @@ from contextlib import closing
 from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.commands.common import (
     Command,
-    fusion,
     hybrid_options,
+    hybrid_searcher,
     load_dense,
     load_encoder,
     model_mismatch_option,
@@ -32,7 +32,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sparsebridge.search import Searcher, SearchMode
+    from sparsebridge.search import Searcher
 
     if not args.query.strip():
         raise InputError("the query is empty")
@@ -45,14 +45,8 @@ def _run(args: argparse.Namespace) -> int:
         check_model(
             backend, ModelIdentity.of(encoder), record=False, allow_mismatch=args.allow_model_mismatch
         )
-        searcher = Searcher(
-            backend,
-            encoder,
-            mode=SearchMode.HYBRID if args.hybrid else SearchMode.SPARSE,
-            dense_encoder=dense,
-            bm25=args.bm25 and args.hybrid,
-            fusion=fusion(args),
-            candidates=args.candidates,
+        searcher = (
+            hybrid_searcher(args, backend, encoder, dense) if args.hybrid else Searcher(backend, encoder)
         )
         query = encoder.encode_queries([args.query], top_k=args.top_k, min_weight=args.min_weight)
         [hits] = searcher.search([args.query], k=args.k, sparse=query)

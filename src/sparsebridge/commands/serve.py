@@ -12,8 +12,8 @@ from typing import Any
 
 from sparsebridge.commands.common import (
     Command,
-    fusion,
     hybrid_options,
+    hybrid_searcher,
     load_dense,
     load_encoder,
     model_mismatch_option,
@@ -164,21 +164,12 @@ def _searchers(
 ) -> list[Any]:
     """The sparse searcher, and the hybrid one with ``--hybrid``, after the model identity check."""
     from sparsebridge.backends.model_identity import ModelIdentity, check_model
-    from sparsebridge.search import Searcher, SearchMode
+    from sparsebridge.search import Searcher
 
     check_model(backend, ModelIdentity.of(encoder), record=False, allow_mismatch=args.allow_model_mismatch)
     searchers = [Searcher(backend, encoder)]
     if args.hybrid:
-        hybrid = Searcher(
-            backend,
-            encoder,
-            mode=SearchMode.HYBRID,
-            dense_encoder=dense,
-            bm25=args.bm25,
-            fusion=fusion(args),
-            candidates=args.candidates,
-        )
-        searchers.append(hybrid)
+        searchers.append(hybrid_searcher(args, backend, encoder, dense))
     return searchers
 
 
