@@ -58,14 +58,19 @@ def test_connection_faults_lose_and_duplicate_nothing(
     backend.ensure_schema()  # before the faults: they hit the writes
     documents = make_documents(640, seed=31, prefix=fault)
     armed = threading.Event()
+    # Truncations cut the upsert's answer (not applied): armed before the first write, the upsert being
+    # the only statement naming "INSERT INTO". Resets answer the COMMIT message (applied, the client
+    # sees an error): armed once the writes run, so that the ingest's own schema check is past.
+    path = COMMIT if fault == "reset_connections" else "INSERT INTO"
 
-    def arm(stats: Any) -> None:  # once the writes run (the ingest's own schema check is past)
-        if stats.written and not armed.is_set():
+    def arm(stats: Any) -> None:
+        if not armed.is_set() and (stats is None or stats.written):
             armed.set()
-            # resets answer the COMMIT message (applied, the client sees an error); truncations cut the
-            # upsert's answer (not applied)
-            proxy.faults.path = COMMIT if fault == "reset_connections" else "INSERT INTO"
+            proxy.faults.path = path
             setattr(proxy.faults, fault, 4)
+
+    if fault == "truncate_connections":
+        arm(None)
 
     try:
         stats = ingest(

@@ -211,6 +211,22 @@ def test_run_numbers_give_exact_stale_counts(make: Callable[..., PostgresBackend
     assert (unversioned.written, unversioned.stale) == (10, 0)  # no run number: an overwrite
 
 
+def test_no_statement_is_prepared_on_the_server(make: Callable[..., PostgresBackend]) -> None:
+    """A transaction pooler (PgBouncer) may run each transaction on another server session: a
+    statement prepared on one is missing on the next, so none is prepared, however often it runs."""
+    backend = make(batch_size=8)
+    backend.ensure_schema()
+    records = _random(96, 12, seed=3)
+    backend.write(records)  # 12 batches on the one connection of a single writer
+    for record in records[:12]:
+        backend.search(record.vector, k=3)
+
+    def prepared(conn: Any) -> int:
+        return int(conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0])
+
+    assert backend._call("count prepared statements", prepared) == 0
+
+
 def test_refused_rows_reach_the_dead_letters_and_the_others_are_written(
     make: Callable[..., PostgresBackend], encoder: Any, tmp_path: Path
 ) -> None:

@@ -275,7 +275,13 @@ class PostgresBackend:
             raise BackendError(
                 f"the backend for {self.location.uri} is closed; open a new one", backend=self.name
             )
-        options = {"application_name": "sparsebridge", "connect_timeout": max(1, round(self.connect_timeout))}
+        options: dict[str, Any] = {
+            "application_name": "sparsebridge",
+            "connect_timeout": max(1, round(self.connect_timeout)),
+            # no server-side prepared statements: a transaction pooler (PgBouncer) may run each
+            # transaction on another server session, and each statement here runs once per batch
+            "prepare_threshold": None,
+        }
         if self.statement_timeout is not None:
             options["options"] = f"-c statement_timeout={max(1, round(self.statement_timeout * 1000))}"
         return _psycopg().connect(**self.target.conninfo(), **options)
