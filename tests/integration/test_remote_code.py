@@ -21,6 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers import SparseEncoder
+from torch import nn
 
 from remote_code_model import build, modeling
 from sparsebridge.backends import MemoryBackend
@@ -28,7 +29,7 @@ from sparsebridge.cli import main
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.extract import SparseExtractor
 from sparsebridge.encoder.loading import cast_floating, restore_constructor_buffers
-from sparsebridge.encoder.stages import SpladeStages
+from sparsebridge.encoder.stages import LINEAR_VARIABLE, SpladeStages
 from sparsebridge.errors import ModelLoadError, ModelOutputError
 from sparsebridge.ingest import ingest
 from sparsebridge.types import SparseVector
@@ -114,6 +115,49 @@ def test_parity_with_sentence_transformers(
     reference_encode = reference.encode_query if query else reference.encode_document
     want = reference_encode(texts, convert_to_sparse_tensor=False, batch_size=16).cpu()
     assert_same(encode(texts), want)
+
+
+@pytest.mark.parametrize("linear", ["torch", "onednn"])
+def test_both_linear_kernels_give_the_reference_vectors_and_leave_the_model_alone(
+    remote: Encoder,
+    reference: SparseEncoder,
+    corpus: list[tuple[str, str]],
+    linear: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(LINEAR_VARIABLE, linear)
+    hf_model = remote.model[0].model
+    state = {name: tensor.data_ptr() for name, tensor in hf_model.state_dict().items()}
+    encoder = Encoder(remote.model, token_budget=512)
+    assert encoder.stages is not None
+    choice = encoder.stages.linear_choice
+    assert (choice.onednn, choice.reason) == (linear == "onednn", "environment")
+    texts = [text for _, text in corpus[:40]] + ["Longer text " * 200] + SAME_LENGTH
+    for query in (False, True):
+        encode = encoder.encode_queries if query else encoder.encode_documents
+        reference_encode = reference.encode_query if query else reference.encode_document
+        want = reference_encode(texts, convert_to_sparse_tensor=False, batch_size=16).cpu()
+        assert_same(encode(texts), want)
+    # the model keeps its own layers and tensors; the body's packed layers share its weights
+    assert all(type(m).__name__ != "_OneDnnLinear" for m in hf_model.modules())
+    assert {name: tensor.data_ptr() for name, tensor in hf_model.state_dict().items()} == state
+    body = [m for m in encoder.stages._body.modules() if isinstance(m, nn.Linear)]
+    assert body and all(type(m).__name__ == "_OneDnnLinear" for m in body) == (linear == "onednn")
+    weights = {p.data_ptr() for p in hf_model.parameters()}
+    assert all(m.weight.data_ptr() in weights for m in body)
+
+
+def test_the_linear_choice_is_the_probes_faster_and_a_bad_override_is_refused(
+    remote: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(LINEAR_VARIABLE, raising=False)
+    choice = Encoder(remote.model).stages.linear_choice  # type: ignore[union-attr]
+    assert choice.reason == "probe" and set(choice.seconds) == {"torch", "onednn"}
+    assert choice.onednn == (choice.seconds["onednn"] < choice.seconds["torch"])
+    assert ("onednn" if choice.onednn else "torch") in str(choice)
+    monkeypatch.setenv(LINEAR_VARIABLE, "mkl")
+    with pytest.raises(ValueError, match=f"{LINEAR_VARIABLE}=mkl: one of torch, onednn"):
+        Encoder(remote.model)
 
 
 def test_every_head_gives_the_reference_weights(remote: Encoder, reference: SparseEncoder) -> None:

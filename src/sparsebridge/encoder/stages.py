@@ -20,6 +20,13 @@ Which head :meth:`SpladeStages.head` runs by default is decided once per model, 
 Triton kernel where Triton is present; on a CPU the fastest of the CPU heads on a short probe
 batch, timed there and then. The environment variable ``SPARSEBRIDGE_HEAD`` (a :class:`Head`
 value) or :meth:`SpladeStages.use_head` overrides the choice.
+
+On a CPU the body's linear layers may run through oneDNN with weights packed once for it
+(:attr:`SpladeStages.linear_choice`): torch's default float32 matmul there is the BLAS it was
+built with (MKL in the PyPI wheels), which on some CPUs (AMD's, measured in docs/performance.md)
+runs several times slower than oneDNN on the same instructions. Both are float32 with float32
+accumulation; the choice changes the summation order only. Which one runs is timed once per
+model on one of its own layers; ``SPARSEBRIDGE_LINEAR`` (``torch`` or ``onednn``) overrides it.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -57,7 +64,16 @@ from sparsebridge.errors import ModelOutputError
 if TYPE_CHECKING:
     from sentence_transformers import SparseEncoder
 
-__all__ = ["HEAD_VARIABLE", "Head", "HeadChoice", "SpladeStages", "attention_without_cudnn", "model_name"]
+__all__ = [
+    "HEAD_VARIABLE",
+    "LINEAR_VARIABLE",
+    "Head",
+    "HeadChoice",
+    "LinearChoice",
+    "SpladeStages",
+    "attention_without_cudnn",
+    "model_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +85,13 @@ HEAD_VARIABLE = "SPARSEBRIDGE_HEAD"
 
 # The head probe times each CPU head on the probe texts repeated to about this many tokens.
 _HEAD_PROBE_TOKENS = 512
+
+LINEAR_VARIABLE = "SPARSEBRIDGE_LINEAR"
+"""The environment variable that overrides how the body's linear layers run on a CPU (``torch`` or
+``onednn``)."""
+
+# The linear probe times one layer of the body at these token counts (a short query, a batch).
+_LINEAR_PROBE_TOKENS = (8, 128)
 
 
 class Head(str, Enum):
@@ -110,6 +133,46 @@ class HeadChoice:
         return f"{self.head.value} (probe on {self.probe_tokens} tokens: {timed})"
 
 
+@dataclass(frozen=True)
+class LinearChoice:
+    """How the body's linear layers run, and why.
+
+    Attributes:
+        onednn: oneDNN with weights packed for it (a second, packed copy of each linear weight of
+            the body: as much memory again as those weights); else torch's own ``linear``.
+        reason: ``"probe"`` (the faster on one of the body's layers), ``"environment"``
+            (``SPARSEBRIDGE_LINEAR``), ``"device"`` (not a float32 model on a CPU with oneDNN: torch),
+            or why oneDNN was given up for torch (it did not reproduce the model's own logits).
+        seconds: The probe's time for each (``"torch"``, ``"onednn"``): best of three rounds over
+            the probe's token counts; empty unless ``reason`` is ``"probe"``.
+    """
+
+    onednn: bool
+    reason: str
+    seconds: Mapping[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        name = "onednn" if self.onednn else "torch"
+        if not self.seconds:
+            return f"{name} ({self.reason})"
+        timed = ", ".join(f"{key} {1000 * s:.2f} ms" for key, s in self.seconds.items())
+        return f"{name} (probe: {timed})"
+
+
+class _OneDnnLinear(nn.Linear):
+    """An ``nn.Linear`` of the body that multiplies through oneDNN with a packed copy of its weight.
+
+    It shares ``weight`` and ``bias`` with the model's layer (code that reads them sees the model's).
+    """
+
+    packed: torch.Tensor
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return cast(
+            torch.Tensor, torch.ops.mkldnn._linear_pointwise(input, self.packed, self.bias, "none", [], "")
+        )
+
+
 class SpladeStages:
     """The stages of the SPLADE fast path for one MLM + max-pooling model (see the module docstring).
 
@@ -142,7 +205,11 @@ class SpladeStages:
         self.double_log = double_log
         self.model_name = model_name
         self._hf_model = hf_model
+        self._projection_name = projection_name
         self._body = _without(hf_model, projection_name)
+        self.linear_choice = self._choose_linear()
+        if self.linear_choice.onednn:
+            self._body = _with_onednn_linears(self._body)
         self._tokenize = functools.partial(
             tokenizer,
             truncation=True,
@@ -197,8 +264,15 @@ class SpladeStages:
             model_name=model_name(model),
         )
         if not stages._reproduces_model():
-            return None
-        logger.info("%s: head %s", stages.model_name, stages.head_choice)
+            if not stages.linear_choice.onednn:
+                return None
+            # a model whose layers oneDNN's linear cannot serve as called: its own torch layers
+            stages._use_torch_linears("oneDNN's linear did not reproduce the model")
+            if not stages._reproduces_model():
+                return None
+        logger.info(
+            "%s: head %s; linear layers %s", stages.model_name, stages.head_choice, stages.linear_choice
+        )
         return stages
 
     @property
@@ -298,6 +372,45 @@ class SpladeStages:
         hidden, mask = self._probe_batch
         copies = max(1, _HEAD_PROBE_TOKENS // (hidden.shape[0] * hidden.shape[1]))
         return hidden.repeat(copies, 1, 1), None if mask is None else mask.repeat(copies, 1)
+
+    def _use_torch_linears(self, reason: str) -> None:
+        self._body = _without(self._hf_model, self._projection_name)
+        self.linear_choice = LinearChoice(False, reason)
+
+    def _choose_linear(self) -> LinearChoice:
+        """oneDNN or torch for the body's linear layers (see :class:`LinearChoice`)."""
+        layers = [m for m in self._body.modules() if type(m) is nn.Linear]
+        if (
+            self.device.type != "cpu"
+            or not layers
+            or not torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+            or any(layer.weight.dtype != torch.float32 for layer in layers)
+        ):
+            return LinearChoice(False, "device")
+        requested = os.environ.get(LINEAR_VARIABLE, "").strip()
+        if requested:
+            if requested not in ("torch", "onednn"):
+                raise ValueError(f"{LINEAR_VARIABLE}={requested}: one of torch, onednn")
+            return LinearChoice(requested == "onednn", "environment")
+        layer = max(layers, key=lambda m: m.weight.numel())
+        weight, bias = layer.weight, layer.bias
+        with torch.inference_mode():
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_size=None)
+            generator = torch.Generator().manual_seed(0)
+            inputs = [torch.randn(n, layer.in_features, generator=generator) for n in _LINEAR_PROBE_TOKENS]
+            runs: dict[str, Callable[[torch.Tensor], Any]] = {
+                "torch": lambda x: nn.functional.linear(x, weight, bias),
+                "onednn": lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], ""),
+            }
+            seconds = dict.fromkeys(runs, float("inf"))
+            for timed in (False, True, True, True):  # a warm-up, then three rounds taking turns
+                for name, run in runs.items():
+                    start = time.perf_counter()
+                    for x in inputs:
+                        run(x)
+                    if timed:
+                        seconds[name] = min(seconds[name], time.perf_counter() - start)
+        return LinearChoice(seconds["onednn"] < seconds["torch"], "probe", seconds)
 
     @property
     def screen(self) -> QuantizedProjection | None:
@@ -467,6 +580,28 @@ def _without(root: nn.Module, name: str) -> nn.Module:
     child = root._modules[head]
     assert child is not None
     clone._modules[head] = _without(child, rest) if rest else nn.Identity()
+    return clone
+
+
+def _with_onednn_linears(root: nn.Module) -> nn.Module:
+    """A copy of ``root`` in which every ``nn.Linear`` runs through oneDNN; nothing of ``root`` changes.
+
+    The modules on the path to each linear layer are copied shallowly (each with its own table of
+    children); each linear layer becomes an :class:`_OneDnnLinear` sharing its weight and bias.
+    """
+    if type(root) is nn.Linear:
+        linear = copy.copy(root)
+        linear._parameters = dict(root._parameters)
+        linear.__class__ = _OneDnnLinear
+        with torch.inference_mode():
+            linear.packed = torch.ops.mkldnn._reorder_linear_weight(root.weight.detach(), batch_size=None)
+        return linear
+    if not any(type(m) is nn.Linear for m in root.modules()):
+        return root
+    clone = copy.copy(root)
+    clone._modules = {
+        name: None if child is None else _with_onednn_linears(child) for name, child in root._modules.items()
+    }
     return clone
 
 
