@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sparsebridge.encoder import Encoder
-from sparsebridge.encoder.sparsify import splade_max_logits, splade_max_logits_tiled
+from sparsebridge.encoder.sparsify import pack_vocabulary_tiles, splade_max_logits, splade_max_logits_tiled
 from sparsebridge.encoder.stages import HEAD_VARIABLE, Head, SpladeStages
 
 # Mixed lengths (a 1-token text, a truncated one) and a run of one length, which the tokenizer
@@ -81,6 +81,13 @@ def test_tiled_max_logits_at_tile_sizes_that_do_not_divide(
                 hidden, mask, weight, bias, tile_tokens=tile_tokens, tile_vocab=tile_vocab
             )
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            packed = pack_vocabulary_tiles(weight, tile_vocab=tile_vocab)  # through oneDNN
+            got = splade_max_logits_tiled(
+                hidden, mask, weight, bias, tile_tokens=tile_tokens, packed_tiles=packed
+            )
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            with pytest.raises(ValueError, match="packed tiles cover"):
+                splade_max_logits_tiled(hidden, mask, weight, bias, packed_tiles=packed[:-1])
 
 
 def test_the_choice_is_the_probes_fastest_and_first(encoder: Encoder) -> None:

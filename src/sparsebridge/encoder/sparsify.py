@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 
 import torch
 
 __all__ = [
     "QuantizedProjection",
+    "pack_vocabulary_tiles",
     "pad_with_first_token",
     "splade_activation",
     "splade_max_logits",
@@ -49,6 +51,7 @@ def splade_max_logits_tiled(
     *,
     tile_tokens: int = 512,
     tile_vocab: int = 2048,
+    packed_tiles: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """:func:`splade_max_logits` one cache-sized tile of logits at a time: no ``[tokens, vocab]`` buffer.
 
@@ -59,6 +62,9 @@ def splade_max_logits_tiled(
     :func:`splade_max_logits`; what it saves is writing and re-reading the full logits (several GB
     for a batch of documents), which on a CPU without int8 dot products is most of the head's time.
     Padding is handled as in :func:`splade_max_logits`.
+
+    ``packed_tiles`` (from :func:`pack_vocabulary_tiles` with the same ``tile_vocab``) multiplies
+    each tile through oneDNN instead, ``tokens @ tile.T``, pooled over each row's ``L`` tokens.
     """
     hidden = pad_with_first_token(hidden, mask)
     batch, length, width = hidden.shape
@@ -71,6 +77,17 @@ def splade_max_logits_tiled(
     for start in range(0, batch, rows):
         stop = min(start + rows, batch)
         tokens = flat[start * length : stop * length]
+        if packed_tiles is not None:
+            column = 0
+            for tile in packed_tiles:
+                logits = torch.ops.mkldnn._linear_pointwise(tokens, tile, None, "none", [], "")
+                pooled[start:stop, column : column + tile.shape[0]] = logits.view(
+                    stop - start, length, -1
+                ).amax(dim=1)
+                column += tile.shape[0]
+            if column != vocab:
+                raise ValueError(f"packed tiles cover {column} of {vocab} vocabulary rows")
+            continue
         for column in range(0, vocab, tile_vocab):
             block = weight[column : column + tile_vocab]
             logits = buffer[: len(block) * len(tokens)].view(len(block), len(tokens))
@@ -79,6 +96,18 @@ def splade_max_logits_tiled(
                 logits.view(len(block), -1, length).amax(dim=2).t()
             )
     return pooled + bias if bias is not None else pooled
+
+
+def pack_vocabulary_tiles(weight: torch.Tensor, *, tile_vocab: int = 2048) -> list[torch.Tensor]:
+    """The projection's rows in tiles of ``tile_vocab``, each packed once for oneDNN's float32 linear
+    (a second copy of the weight), for :func:`splade_max_logits_tiled`."""
+    with torch.inference_mode():
+        return [
+            torch.ops.mkldnn._reorder_linear_weight(
+                weight[column : column + tile_vocab].contiguous(), batch_size=None
+            )
+            for column in range(0, weight.shape[0], tile_vocab)
+        ]
 
 
 # Float32 rounding (the centre folded into the bias, oneDNN's epilogue, the float32 logits the

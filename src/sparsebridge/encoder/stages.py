@@ -53,6 +53,7 @@ from sparsebridge.encoder.batching import HostBatch, tokenized_batches
 from sparsebridge.encoder.extract import non_finite_message
 from sparsebridge.encoder.sparsify import (
     QuantizedProjection,
+    pack_vocabulary_tiles,
     pad_with_first_token,
     splade_activation,
     splade_max_logits,
@@ -104,7 +105,8 @@ class Head(str, Enum):
     INT8_SCREEN = "int8-screen"
     """A CPU int8 screen with an exact error bound, then float32 where a weight can be positive."""
     TILED = "tiled"
-    """CPU float32 in cache-sized tiles of the vocabulary, each max-pooled as it is computed."""
+    """CPU float32 in cache-sized tiles of the vocabulary, each max-pooled as it is computed (through
+    oneDNN with packed tiles where the body's linear layers run through oneDNN)."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,7 @@ class SpladeStages:
         self._screen_lock = threading.Lock()
         self._screen: QuantizedProjection | None = None
         self._screen_made = False
+        self._tiles: list[torch.Tensor] | None = None
         self._choice_lock = threading.Lock()
         self._choice: HeadChoice | None = None
         self._probe_batch: tuple[torch.Tensor, torch.Tensor | None] | None = None
@@ -412,6 +415,17 @@ class SpladeStages:
                         seconds[name] = min(seconds[name], time.perf_counter() - start)
         return LinearChoice(seconds["onednn"] < seconds["torch"], "probe", seconds)
 
+    def _packed_tiles(self) -> list[torch.Tensor] | None:
+        """The projection packed for oneDNN in the tiled head's tiles, where the body's linear
+        layers run through oneDNN (made once)."""
+        if not self.linear_choice.onednn:
+            return None
+        if self._tiles is None:
+            with self._screen_lock:
+                if self._tiles is None:
+                    self._tiles = pack_vocabulary_tiles(self.projection.weight.detach())
+        return self._tiles
+
     @property
     def screen(self) -> QuantizedProjection | None:
         """The int8 copy of the projection, on CPUs where the int8 screen applies (made once)."""
@@ -494,7 +508,7 @@ class SpladeStages:
         padded = pad_with_first_token(hidden, mask)
         finite = torch.isfinite(padded).flatten(1).all(dim=1)
         if method is Head.TILED:
-            pooled = splade_max_logits_tiled(padded, None, weight, bias)
+            pooled = splade_max_logits_tiled(padded, None, weight, bias, packed_tiles=self._packed_tiles())
         elif method is Head.INT8_SCREEN:
             screen = self.screen
             assert screen is not None
