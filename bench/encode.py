@@ -273,7 +273,7 @@ def main() -> None:
             nnz = sum(len(v) for v in vectors) / len(vectors)
             assert encoder.uses_fast_path == fast
             if fast and encoder.stages is not None:
-                head_choice = str(encoder.stages.head_choice)
+                head_choice = f"{encoder.stages.head_choice}; linear layers {encoder.stages.linear_choice}"
                 print(f"fast path head: {head_choice}")
             record(f"sparsebridge {label} {variant} path", len(subset), seconds, nnz)
             del model, encoder
