@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
 __all__ = [
     "QuantizedProjection",
+    "onednn_linear",
+    "onednn_pack",
     "pack_vocabulary_tiles",
     "pad_with_first_token",
     "splade_activation",
@@ -80,7 +83,7 @@ def splade_max_logits_tiled(
         if packed_tiles is not None:
             column = 0
             for tile in packed_tiles:
-                logits = torch.ops.mkldnn._linear_pointwise(tokens, tile, None, "none", [], "")
+                logits = onednn_linear(tokens, tile, None)
                 pooled[start:stop, column : column + tile.shape[0]] = logits.view(
                     stop - start, length, -1
                 ).amax(dim=1)
@@ -98,16 +101,23 @@ def splade_max_logits_tiled(
     return pooled + bias if bias is not None else pooled
 
 
-def pack_vocabulary_tiles(weight: torch.Tensor, *, tile_vocab: int = 2048) -> list[torch.Tensor]:
-    """The projection's rows in tiles of ``tile_vocab``, each packed once for oneDNN's float32 linear
-    (a second copy of the weight), for :func:`splade_max_logits_tiled`."""
+def onednn_pack(weight: torch.Tensor) -> torch.Tensor:
+    """A float32 ``[out, in]`` linear weight packed once in oneDNN's layout for this CPU (a copy)."""
     with torch.inference_mode():
-        return [
-            torch.ops.mkldnn._reorder_linear_weight(
-                weight[column : column + tile_vocab].contiguous(), batch_size=None
-            )
-            for column in range(0, weight.shape[0], tile_vocab)
-        ]
+        return cast(torch.Tensor, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), batch_size=None))
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T + bias`` through oneDNN's float32 inner product, ``packed`` from :func:`onednn_pack`."""
+    return cast(torch.Tensor, torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], ""))
+
+
+def pack_vocabulary_tiles(weight: torch.Tensor, *, tile_vocab: int = 2048) -> list[torch.Tensor]:
+    """The projection's rows in tiles of ``tile_vocab``, each packed by :func:`onednn_pack`, for
+    :func:`splade_max_logits_tiled`."""
+    return [
+        onednn_pack(weight[column : column + tile_vocab]) for column in range(0, weight.shape[0], tile_vocab)
+    ]
 
 
 # Float32 rounding (the centre folded into the bias, oneDNN's epilogue, the float32 logits the

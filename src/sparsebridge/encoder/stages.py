@@ -53,6 +53,8 @@ from sparsebridge.encoder.batching import HostBatch, tokenized_batches
 from sparsebridge.encoder.extract import non_finite_message
 from sparsebridge.encoder.sparsify import (
     QuantizedProjection,
+    onednn_linear,
+    onednn_pack,
     pack_vocabulary_tiles,
     pad_with_first_token,
     splade_activation,
@@ -170,9 +172,7 @@ class _OneDnnLinear(nn.Linear):
     packed: torch.Tensor
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return cast(
-            torch.Tensor, torch.ops.mkldnn._linear_pointwise(input, self.packed, self.bias, "none", [], "")
-        )
+        return onednn_linear(input, self.packed, self.bias)
 
 
 class SpladeStages:
@@ -398,12 +398,12 @@ class SpladeStages:
         layer = max(layers, key=lambda m: m.weight.numel())
         weight, bias = layer.weight, layer.bias
         with torch.inference_mode():
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_size=None)
+            packed = onednn_pack(weight)
             generator = torch.Generator().manual_seed(0)
             inputs = [torch.randn(n, layer.in_features, generator=generator) for n in _LINEAR_PROBE_TOKENS]
             runs: dict[str, Callable[[torch.Tensor], Any]] = {
                 "torch": lambda x: nn.functional.linear(x, weight, bias),
-                "onednn": lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], ""),
+                "onednn": lambda x: onednn_linear(x, packed, bias),
             }
             seconds = dict.fromkeys(runs, float("inf"))
             for timed in (False, True, True, True):  # a warm-up, then three rounds taking turns
@@ -607,8 +607,7 @@ def _with_onednn_linears(root: nn.Module) -> nn.Module:
         linear = copy.copy(root)
         linear._parameters = dict(root._parameters)
         linear.__class__ = _OneDnnLinear
-        with torch.inference_mode():
-            linear.packed = torch.ops.mkldnn._reorder_linear_weight(root.weight.detach(), batch_size=None)
+        linear.packed = onednn_pack(root.weight)
         return linear
     if not any(type(m) is nn.Linear for m in root.modules()):
         return root
