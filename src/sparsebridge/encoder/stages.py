@@ -107,8 +107,8 @@ class Head(str, Enum):
     INT8_SCREEN = "int8-screen"
     """A CPU int8 screen with an exact error bound, then float32 where a weight can be positive."""
     TILED = "tiled"
-    """CPU float32 in cache-sized tiles of the vocabulary, each max-pooled as it is computed (through
-    oneDNN with packed tiles where the body's linear layers run through oneDNN)."""
+    """CPU float32 in cache-sized tiles of the vocabulary, each max-pooled as it is computed (each
+    tile packed once for oneDNN where a float32 model runs on a CPU with oneDNN)."""
 
 
 @dataclass(frozen=True)
@@ -383,12 +383,7 @@ class SpladeStages:
     def _choose_linear(self) -> LinearChoice:
         """oneDNN or torch for the body's linear layers (see :class:`LinearChoice`)."""
         layers = [m for m in self._body.modules() if type(m) is nn.Linear]
-        if (
-            self.device.type != "cpu"
-            or not layers
-            or not torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-            or any(layer.weight.dtype != torch.float32 for layer in layers)
-        ):
+        if not layers or not _onednn_float32([layer.weight for layer in layers]):
             return LinearChoice(False, "device")
         requested = os.environ.get(LINEAR_VARIABLE, "").strip()
         if requested:
@@ -416,9 +411,9 @@ class SpladeStages:
         return LinearChoice(seconds["onednn"] < seconds["torch"], "probe", seconds)
 
     def _packed_tiles(self) -> list[torch.Tensor] | None:
-        """The projection packed for oneDNN in the tiled head's tiles, where the body's linear
-        layers run through oneDNN (made once)."""
-        if not self.linear_choice.onednn:
+        """The projection packed for oneDNN in the tiled head's tiles, for a float32 model on a CPU
+        with oneDNN (made once); None elsewhere."""
+        if not _onednn_float32([self.projection.weight]):
             return None
         if self._tiles is None:
             with self._screen_lock:
@@ -595,6 +590,14 @@ def _without(root: nn.Module, name: str) -> nn.Module:
     assert child is not None
     clone._modules[head] = _without(child, rest) if rest else nn.Identity()
     return clone
+
+
+def _onednn_float32(weights: Sequence[torch.Tensor]) -> bool:
+    """Whether oneDNN's float32 linear can serve these weights: all float32, on a CPU with oneDNN."""
+    return (
+        torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+        and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights)
+    )
 
 
 def _with_onednn_linears(root: nn.Module) -> nn.Module:
