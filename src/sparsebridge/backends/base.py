@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -123,6 +123,14 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release clients and locks."""
+        ...
+
+    def __enter__(self) -> Self:
+        """The backend itself."""
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        """:meth:`close`."""
         ...
 
 

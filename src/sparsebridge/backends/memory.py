@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -166,7 +166,7 @@ class MemoryBackend:
         self._closed = True
         self._rows, self._dense, self._versions, self._model = {}, {}, {}, None
 
-    def __enter__(self) -> MemoryBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

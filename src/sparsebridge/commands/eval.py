@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         short = name.split("/")[-1]
         # every set gets its own collection or index: a target must hold one corpus only
         where = target.renamed(f"{target.name}-{short}") if len(names) > 1 and target.name else target
-        with closing(open_target(args, where, dense)) as backend:
+        with open_target(args, where, dense) as backend:
             encoder = encoder or load_encoder(args)
             reports[short] = run_eval(
                 dataset,

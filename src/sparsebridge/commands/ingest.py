@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +163,7 @@ def _ingest_here(
         handle_signals=True,
         short_gil_switches=args.short_gil_switches,
     )
-    with closing(open_target(args, target, dense, **options)) as backend:
+    with open_target(args, target, dense, **options) as backend:
         encoder = load_encoder(args)
         with tqdm(unit="docs", disable=args.no_progress, file=sys.stderr) as bar:
 
@@ -229,7 +228,7 @@ def _ingest_on_ray(
     )
     if args.no_optimize:
         return stats, None
-    with closing(open_target(args, target, dense, **options)) as backend:  # the writer actor let go of it
+    with open_target(args, target, dense, **options) as backend:  # the writer actor let go of it
         return stats, optimize_target(backend)
 
 

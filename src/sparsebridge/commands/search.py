@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from contextlib import closing
 
 from sparsebridge.backends.model_identity import ModelIdentity, check_model
 from sparsebridge.commands.common import (
@@ -40,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     if dense is not None and not args.hybrid:
         raise ValueError("--dense-model needs --hybrid")
     target = searched_target(args.to)
-    with closing(open_target(args, target, dense)) as backend:
+    with open_target(args, target, dense) as backend:
         encoder = load_encoder(args)
         check_model(
             backend, ModelIdentity.of(encoder), record=False, allow_mismatch=args.allow_model_mismatch

@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -566,7 +566,7 @@ class LuceneBackend:
             f"({self.location.uri}) and open a backend in each process"
         )
 
-    def __enter__(self) -> LuceneBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -156,7 +156,7 @@ def ray_ingest(
     ) as state:
         # a wrong schema fails before any encoding; an embedded store admits one process: the
         # writer actor opens it once this copy is closed
-        with contextlib.closing(preflight):
+        with preflight:
             preflight.ensure_schema()
         journal = run.run_dir / JOURNAL_DIR
         if not run.resume:
