@@ -2,7 +2,7 @@
 packed weight, at the layer shapes of a 28 x 768 NeoBERT-shaped model and of its vocabulary
 projection, for a short query and for gathered batches.
 
-    PYTHONPATH=src python bench/linear.py --json bench/results/linear.jsonl --label "quiet"
+    python bench/linear.py --json bench/results/linear.jsonl --label "quiet"
 
 Each shape and token count is timed as the best of ``--rounds`` rounds, the two kernels taking
 turns; the largest difference between their outputs is recorded next to the largest output (the
