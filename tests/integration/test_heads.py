@@ -9,7 +9,7 @@ import torch
 
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.sparsify import pack_vocabulary_tiles, splade_max_logits, splade_max_logits_tiled
-from sparsebridge.encoder.stages import HEAD_VARIABLE, Head, SpladeStages
+from sparsebridge.encoder.stages import HEAD_VARIABLE, LINEAR_VARIABLE, Head, SpladeStages
 
 # Mixed lengths (a 1-token text, a truncated one) and a run of one length, which the tokenizer
 # batches without padding.
@@ -123,3 +123,22 @@ def test_environment_and_use_head_override_the_choice(
         monkeypatch.setenv(HEAD_VARIABLE, bad)
         with pytest.raises(ValueError, match=f"{HEAD_VARIABLE}={bad}: {message}"):
             Encoder(encoder.model)
+
+
+def test_encoders_of_one_model_share_the_probes_choices_and_give_identical_vectors(
+    encoder: Encoder, corpus: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probes time shapes, once per process: a second encoder of the model takes the first one's
+    choices (not a second timing, which a busy moment could tip), so its vectors are bit-identical."""
+    monkeypatch.delenv(HEAD_VARIABLE, raising=False)
+    monkeypatch.delenv(LINEAR_VARIABLE, raising=False)
+    first = Encoder(encoder.model)
+    second = Encoder(encoder.model)
+    assert first.stages is not None and second.stages is not None
+    assert first.stages.head_choice.reason == "probe" and first.stages.linear_choice.reason == "probe"
+    assert second.stages.head_choice is first.stages.head_choice
+    assert second.stages.linear_choice is first.stages.linear_choice
+    texts = [text for _, text in corpus[:20]]
+    for a, b in zip(first.encode_documents(texts), second.encode_documents(texts), strict=True):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.values, b.values)

@@ -27,6 +27,10 @@ built with (MKL in the PyPI wheels), which on some CPUs (AMD's, measured in docs
 runs several times slower than oneDNN on the same instructions. Both are float32 with float32
 accumulation; the choice changes the summation order only. Which one runs is timed once per
 model on one of its own layers; ``SPARSEBRIDGE_LINEAR`` (``torch`` or ``onednn``) overrides it.
+
+Each probe's outcome is kept for the process, per shape timed: every later encoder of a model
+with the same shapes takes the same choices without timing again, so two encoders of one model in
+one process give bit-identical vectors.
 """
 
 from __future__ import annotations
@@ -352,6 +356,10 @@ class SpladeStages:
         if self.device.type != "cpu":
             return HeadChoice(available[0], "device")
         candidates = [head for head in available if head is not Head.TRITON]
+        key = ("head", tuple(self.projection.weight.shape), self.projection.weight.dtype, tuple(candidates))
+        return cast(HeadChoice, _probed(key, lambda: self._probe_heads(candidates)))
+
+    def _probe_heads(self, candidates: Sequence[Head]) -> HeadChoice:
         hidden, mask = self._head_probe_batch()
         seconds: dict[Head, float] = dict.fromkeys(candidates, float("inf"))
         with torch.inference_mode():
@@ -391,24 +399,9 @@ class SpladeStages:
                 raise ValueError(f"{LINEAR_VARIABLE}={requested}: one of torch, onednn")
             return LinearChoice(requested == "onednn", "environment")
         layer = max(layers, key=lambda m: m.weight.numel())
-        weight, bias = layer.weight, layer.bias
-        with torch.inference_mode():
-            packed = onednn_pack(weight)
-            generator = torch.Generator().manual_seed(0)
-            inputs = [torch.randn(n, layer.in_features, generator=generator) for n in _LINEAR_PROBE_TOKENS]
-            runs: dict[str, Callable[[torch.Tensor], Any]] = {
-                "torch": lambda x: nn.functional.linear(x, weight, bias),
-                "onednn": lambda x: onednn_linear(x, packed, bias),
-            }
-            seconds = dict.fromkeys(runs, float("inf"))
-            for timed in (False, True, True, True):  # a warm-up, then three rounds taking turns
-                for name, run in runs.items():
-                    start = time.perf_counter()
-                    for x in inputs:
-                        run(x)
-                    if timed:
-                        seconds[name] = min(seconds[name], time.perf_counter() - start)
-        return LinearChoice(seconds["onednn"] < seconds["torch"], "probe", seconds)
+        return cast(
+            LinearChoice, _probed(("linear", tuple(layer.weight.shape)), lambda: _probe_linear(layer))
+        )
 
     def _packed_tiles(self) -> list[torch.Tensor] | None:
         """The projection packed for oneDNN in the tiled head's tiles, for a float32 model on a CPU
@@ -590,6 +583,40 @@ def _without(root: nn.Module, name: str) -> nn.Module:
     assert child is not None
     clone._modules[head] = _without(child, rest) if rest else nn.Identity()
     return clone
+
+
+def _probe_linear(layer: nn.Linear) -> LinearChoice:
+    """Time torch's linear and oneDNN's on ``layer`` at the probe's token counts."""
+    weight, bias = layer.weight, layer.bias
+    with torch.inference_mode():
+        packed = onednn_pack(weight)
+        generator = torch.Generator().manual_seed(0)
+        inputs = [torch.randn(n, layer.in_features, generator=generator) for n in _LINEAR_PROBE_TOKENS]
+        runs: dict[str, Callable[[torch.Tensor], Any]] = {
+            "torch": lambda x: nn.functional.linear(x, weight, bias),
+            "onednn": lambda x: onednn_linear(x, packed, bias),
+        }
+        seconds = dict.fromkeys(runs, float("inf"))
+        for timed in (False, True, True, True):  # a warm-up, then three rounds taking turns
+            for name, run in runs.items():
+                start = time.perf_counter()
+                for x in inputs:
+                    run(x)
+                if timed:
+                    seconds[name] = min(seconds[name], time.perf_counter() - start)
+    return LinearChoice(seconds["onednn"] < seconds["torch"], "probe", seconds)
+
+
+_probed_lock = threading.Lock()
+_probed_choices: dict[tuple[Any, ...], Any] = {}
+
+
+def _probed(key: tuple[Any, ...], probe: Callable[[], Any]) -> Any:
+    """``probe()``'s outcome, made once per ``key`` (the shapes timed) for the whole process."""
+    with _probed_lock:
+        if key not in _probed_choices:
+            _probed_choices[key] = probe()
+        return _probed_choices[key]
 
 
 def _onednn_float32(weights: Sequence[torch.Tensor]) -> bool:
