@@ -323,12 +323,64 @@ def test_weighted_sum_and_client_side_fusions(evaluated, hybrid_queries) -> None
         assert [[(h.id, h.score) for h in q] for q in got] == [[(h.id, h.score) for h in q] for q in want]
 
 
-def test_bm25_leg_is_refused(evaluated, hybrid_queries) -> None:  # type: ignore[no-untyped-def]
+def test_a_shard_without_the_text_index_refuses_a_bm25_leg(evaluated, hybrid_queries) -> None:  # type: ignore[no-untyped-def]
     backend, _ = evaluated
-    with pytest.raises(ValueError, match="no BM25 leg"):
+    with pytest.raises(BackendError, match="no BM25 text index") as raised:
         backend.search_hybrid_batch(
             [HybridQuery(sparse=hybrid_queries[0].sparse, text="mars")], Fusion(), k=10
         )
+    assert raised.value.status == 400
+    with pytest.raises(BackendError, match="no BM25 text index"):
+        backend.search_text_batch(["mars"], k=10)
+
+
+@pytest.fixture(scope="module")
+def with_bm25(tmp_path_factory, encoded):  # type: ignore[no-untyped-def]
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path_factory.mktemp("bm25")), "docs"), bm25=True)
+    backend.write(encoded)
+    yield backend
+    backend.close()
+
+
+def test_the_bm25_leg_ranks_documents_holding_the_query_terms(with_bm25, queries) -> None:  # type: ignore[no-untyped-def]
+    found = with_bm25.search_text_batch(queries, k=10)
+    for text, hits in zip(queries, found, strict=True):
+        assert len(hits) == 10, text
+        terms = set(text.split())
+        assert all(terms & set(hit.payload["text"].split()) for hit in hits), text
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    [nothing] = with_bm25.search_text_batch(["zzzz"], k=10)
+    assert nothing == []
+
+
+@pytest.mark.parametrize(
+    "fusion", [Fusion(FusionMethod.RRF, k=60), Fusion(FusionMethod.DBSF)], ids=["rrf", "dbsf"]
+)
+def test_hybrid_with_the_bm25_leg_equals_the_fusion_of_the_same_legs(with_bm25, encoder, queries, fusion):  # type: ignore[no-untyped-def]
+    sparse = encoder.encode_queries(queries)
+    hybrid = [
+        HybridQuery(sparse=s, text=t, candidates=CANDIDATES) for s, t in zip(sparse, queries, strict=True)
+    ]
+    got = with_bm25.search_hybrid_batch(hybrid, fusion, k=15)
+    legs = zip(
+        with_bm25.search_batch(sparse, k=CANDIDATES),
+        with_bm25.search_text_batch(queries, k=CANDIDATES),
+        strict=True,
+    )
+    for fused, (sparse_leg, text_leg) in zip(got, legs, strict=True):
+        want = fuse([sparse_leg, text_leg], fusion, limit=15)
+        assert [(h.id, h.score) for h in fused] == [(h.id, h.score) for h in want]
+
+
+def test_opening_an_existing_shard_with_bm25_builds_the_text_index(tmp_path: Path, encoded) -> None:  # type: ignore[no-untyped-def]
+    target = QdrantEdgeTarget(str(tmp_path), "docs")
+    with QdrantEdgeBackend(target) as plain:
+        plain.write(encoded)
+    with QdrantEdgeBackend(target, bm25=True) as backend:
+        backend.ensure_schema()
+    with QdrantEdgeBackend(target) as again:  # the index is the shard's: any later open has it
+        [hits] = again.search_text_batch(["planet orbit"], k=5)
+    assert len(hits) == 5
 
 
 def _shard_of_300(tmp_path: Path) -> QdrantEdgeBackend:

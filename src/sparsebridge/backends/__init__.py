@@ -91,7 +91,8 @@ def open_backend(
             PostgreSQL: else libpq's own, ``PGPASSWORD`` or ``.pgpass``).
         ca_certs: OpenSearch/Elasticsearch CA bundle for ``+https`` targets.
         verify_certs: False turns TLS certificate checks off (``+https`` targets).
-        **options: Passed to the backend's constructor (``retry``, ``refresh``, ``field_type``, ...).
+        **options: Passed to the backend's constructor (``retry``, ``refresh``, ``field_type``,
+            ``bm25`` for Qdrant Edge, ...).
 
     Raises:
         ValueError: The URI is malformed, names an unknown scheme, or an option does not apply to
@@ -103,6 +104,8 @@ def open_backend(
     """
     parsed = target if isinstance(target, Target) else parse_target(target)
     parsed = parsed.with_credentials(username=username, password=password)  # the URI's, or these
+    if options.get("bm25") and parsed.engine is not Engine.QDRANT_EDGE:
+        raise ValueError("bm25 (building a BM25 text index) is a Qdrant Edge option")
     connection = {"username": parsed.username, "password": parsed.password, "ca_certs": ca_certs}
     if parsed.cluster:
         assert parsed.name is not None and parsed.url is not None

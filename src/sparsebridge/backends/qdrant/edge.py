@@ -43,10 +43,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sparsebridge.backends.model_identity import MODEL_KEY
-from sparsebridge.backends.qdrant.backend import Qdrant
-from sparsebridge.backends.qdrant.bodies import EDGE, QdrantSchema, WriteGroup, qdrant_edge_module
+from sparsebridge.backends.qdrant.backend import Ask, Qdrant
+from sparsebridge.backends.qdrant.bodies import (
+    EDGE,
+    TEXT_FIELD,
+    QdrantSchema,
+    WriteGroup,
+    edge_text_index,
+    qdrant_edge_module,
+)
 from sparsebridge.backends.targets import Target, parse_target
+from sparsebridge.backends.validation import check_k
 from sparsebridge.errors import BackendError, BackendUnavailableError, SchemaMismatchError
+from sparsebridge.query.fusion import Fusion
+from sparsebridge.query.hybrid import HybridQuery
+from sparsebridge.types import SearchHit
 
 __all__ = ["EdgeStore", "QdrantEdgeBackend", "QdrantEdgeTarget", "bytes_needed", "lock_holder"]
 
@@ -178,6 +189,7 @@ class EdgeStore:
 
     name = "qdrant-edge"
     dialect = EDGE
+    text_field: str | None = TEXT_FIELD
 
     def __init__(self, target: QdrantEdgeTarget, schema: QdrantSchema) -> None:
         self.target = target
@@ -222,7 +234,40 @@ class EdgeStore:
             raise self._open_error(e, how) from e
         if how == "open":
             self._check_count(shard)
+        if self.schema.bm25 and not self._has_text_index(shard):
+            logger.info("building the BM25 text index of %s", path)
+            operation = qe.UpdateOperation.create_field_index(TEXT_FIELD, edge_text_index())
+            try:
+                self._call("create the text index", shard.update, operation)
+            except BackendError:
+                shard.close()
+                raise
         return shard
+
+    def _has_text_index(self, shard: Any) -> bool:
+        index = self._call("info", shard.info).payload_schema.get(TEXT_FIELD)
+        return index is not None and getattr(index.params, "scoring", None) is not None
+
+    def has_text_index(self) -> bool:
+        """Whether the shard has the BM25 text index (False: no shard yet)."""
+        if not (self.target.path / _CONFIG_FILE).is_file():
+            return False
+        return self._has_text_index(self._open(create=False))
+
+    def check_text_index(self) -> None:
+        """Refuse a BM25 leg on a shard created without the text index (else the engine's error).
+
+        Raises:
+            BackendError: The shard has no BM25 text index on ``text`` (status 400).
+        """
+        if not self.has_text_index():
+            raise BackendError(
+                f"collection {self.target.collection!r} in {self.target.directory} has no BM25 text "
+                "index, so it has no BM25 leg: ingest into it with --bm25 (bm25=True), which builds "
+                "the index",
+                backend=self.name,
+                status=400,
+            )
 
     def _open_error(self, error: Exception, how: str) -> BackendError:
         message, path = str(error), self.target.path
@@ -385,10 +430,46 @@ class QdrantEdgeBackend(Qdrant[EdgeStore]):
         idf: bool = False,
         dense_size: int | None = None,
         dense_name: str = "dense",
+        bm25: bool = False,
     ) -> None:
-        schema = QdrantSchema(vector_name, idf, dense_size, dense_name)
+        if not isinstance(bm25, bool):
+            raise TypeError(f"bm25 must be True or False, got {bm25!r}")
+        schema = QdrantSchema(vector_name, idf, dense_size, dense_name, bm25)
         super().__init__(EdgeStore(target, schema), schema)
         self.target = target
+
+    def has_text_index(self) -> bool:
+        """Whether the shard has the BM25 text index (built with ``bm25=True``): its BM25 leg works."""
+        return self._live().has_text_index()
+
+    def search_text_batch(self, queries: Sequence[str], *, k: int = 10) -> list[list[SearchHit]]:
+        """Top-``k`` hits by BM25 over the text index of ``text`` for each query text, best first.
+
+        Raises:
+            BackendError: The shard was created without the BM25 text index (``bm25=True``).
+        """
+        if isinstance(queries, str):
+            raise TypeError("pass a list of query texts, not a single string")
+        for text in queries:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"a query must be a non-blank string, got {text!r}")
+        check_k(k)
+        store = self._live()
+        store.check_text_index()
+        return self._top("text search", [Ask(text, TEXT_FIELD, k) for text in queries])
+
+    def search_hybrid_batch(
+        self, queries: Sequence[HybridQuery], fusion: Fusion, *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Fused top-``k`` hits for each hybrid query (see :meth:`Qdrant.search_hybrid_batch`); a BM25
+        leg needs the shard's text index.
+
+        Raises:
+            BackendError: A query has a BM25 leg and the shard has no BM25 text index.
+        """
+        if any(query.text is not None for query in queries):
+            self._live().check_text_index()
+        return super().search_hybrid_batch(queries, fusion, k=k)
 
     def optimize(self) -> bool:
         """Run the engine's segment optimizer to completion; True if it changed any segment.
