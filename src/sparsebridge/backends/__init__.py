@@ -31,6 +31,7 @@ from sparsebridge.backends.memory import MemoryBackend
 from sparsebridge.backends.opensearch import OpenSearchBackend, OpenSearchHybrid, OpenSearchQuery
 from sparsebridge.backends.postgres import PostgresBackend, PostgresTarget, SparseIndex
 from sparsebridge.backends.qdrant import QdrantBackend, QdrantEdgeBackend, QdrantEdgeTarget, QdrantTarget
+from sparsebridge.backends.qdrant.storage import EdgeStorage
 from sparsebridge.backends.retry import RetryPolicy
 from sparsebridge.backends.targets import Engine, Target, parse_target
 
@@ -142,6 +143,10 @@ def open_backend(
     if parsed.engine is Engine.QDRANT_EDGE:
         assert parsed.path is not None and parsed.name is not None
         options.pop("retry", None)  # in-process: nothing transient to retry
+        if parsed.options:
+            if "storage" in options:
+                raise ValueError("give the storage options in the target URI or as storage=, not both")
+            options["storage"] = EdgeStorage.parse(parsed.options)
         return QdrantEdgeBackend(QdrantEdgeTarget(parsed.path, parsed.name), **options)
     assert parsed.engine is Engine.QDRANT and parsed.name is not None
     if parsed.path is not None:
