@@ -59,13 +59,18 @@ WORDS = (
 
 
 def memory_mib() -> dict[str, float]:
-    """This process's resident set now (VmRSS) and at its peak (VmHWM), in MiB."""
+    """This process's resident set now (VmRSS), at its peak (VmHWM), and the anonymous part now
+    (RssAnon: not the page cache of mapped files, which the kernel reclaims under pressure), MiB."""
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
+        if name in ("VmRSS", "VmHWM", "RssAnon"):
             fields[name] = int(value.split()[0]) / 1024
-    return {"rss_mib": round(fields["VmRSS"], 1), "peak_rss_mib": round(fields["VmHWM"], 1)}
+    return {
+        "rss_mib": round(fields["VmRSS"], 1),
+        "peak_rss_mib": round(fields["VmHWM"], 1),
+        "anon_mib": round(fields["RssAnon"], 1),
+    }
 
 
 def machine() -> dict[str, Any]:
