@@ -152,12 +152,13 @@ def write(uri: str, docs: int, seed: int, batch: int) -> dict[str, Any]:
     backend = open_backend(uri)
     began = time.perf_counter()
     halfway: float | None = None
-    written = 0
+    written, peak_anon = 0, 0.0
     for start, chunk in corpus.chunks(docs):
         pending = records(start, chunk, text_rng)
         for at in range(0, len(pending), batch):
             backend.write(pending[at : at + batch])
         written += len(pending)
+        peak_anon = max(peak_anon, memory_mib()["anon_mib"])
         if halfway is None and written >= docs // 2:
             halfway, halfway_points = time.perf_counter(), written
     ingest_s = time.perf_counter() - began
@@ -175,7 +176,7 @@ def write(uri: str, docs: int, seed: int, batch: int) -> dict[str, Any]:
         "optimize_s": round(optimize_s, 1),
         "optimized": optimized,
         "close_s": round(close_s, 2),
-        "writer": memory_mib(),
+        "writer": memory_mib() | {"peak_anon_mib_sampled_per_chunk": peak_anon},
     }
 
 
