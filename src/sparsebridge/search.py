@@ -5,7 +5,8 @@ build on it).
 
 Modes: ``sparse`` (the SPLADE leg), ``hybrid`` (the SPLADE leg fused with a dense leg and/or the
 backend's BM25 leg, by the backend's ``search_hybrid_batch``) and ``bm25`` (the backend's
-full-text leg alone, on OpenSearch and Elasticsearch).
+full-text leg alone, on OpenSearch, Elasticsearch, PostgreSQL and Qdrant Edge shards built with
+``bm25=True``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class Searcher:
         encoder: The sparse encoder; queries go through its query path. Not used in ``bm25`` mode.
         mode: Which legs run.
         dense_encoder: ``hybrid`` only: adds a dense leg (the backend needs its dense slot).
-        bm25: ``hybrid`` only: adds the backend's BM25 leg (OpenSearch, Elasticsearch).
+        bm25: ``hybrid`` only: adds the backend's full-text leg (OpenSearch, Elasticsearch,
+            PostgreSQL, a Qdrant Edge shard built with ``bm25=True``).
         fusion: ``hybrid`` only: how the legs are fused (default RRF, k = 60).
         candidates: ``hybrid`` only: hits each leg retrieves before fusion.
     """

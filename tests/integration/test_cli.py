@@ -46,6 +46,30 @@ def test_ingest_then_search_on_the_embedded_default(tmp_path: Path) -> None:
     assert len(lines) == 3
     assert lines[0].split()[2] == "space-2"
     assert "Mars is called the red planet" in lines[0]
+    hybrid = run("search", "--model", "splade-tiny", "red planet", "--hybrid", "--bm25", cwd=tmp_path)
+    assert hybrid.returncode != 0 and "Traceback" not in hybrid.stderr
+    assert "has no BM25 text index" in hybrid.stderr and "--bm25" in hybrid.stderr
+
+
+def test_the_bm25_leg_on_the_embedded_default(tmp_path: Path) -> None:
+    options = ("--no-progress", "--batch-size", "10")
+    ingest = run("ingest", "--model", "splade-tiny", "--input", str(SAMPLE), "--bm25", *options, cwd=tmp_path)
+    assert ingest.returncode == 0, ingest.stderr
+    search = run(
+        "search",
+        "--model",
+        "splade-tiny",
+        "which planet is red",
+        "-k",
+        "3",
+        "--hybrid",
+        "--bm25",
+        cwd=tmp_path,
+    )
+    assert search.returncode == 0, search.stderr
+    lines = search.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert {line.split()[2] for line in lines[:2]} == {"space-1", "space-2"}  # both legs rank them first
 
 
 def test_encode_writes_the_public_jsonl_contract(tmp_path: Path, encoder: object) -> None:

@@ -9,10 +9,13 @@ equal to exact scoring, and what the shard keeps beside it.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -323,12 +326,64 @@ def test_weighted_sum_and_client_side_fusions(evaluated, hybrid_queries) -> None
         assert [[(h.id, h.score) for h in q] for q in got] == [[(h.id, h.score) for h in q] for q in want]
 
 
-def test_bm25_leg_is_refused(evaluated, hybrid_queries) -> None:  # type: ignore[no-untyped-def]
+def test_a_shard_without_the_text_index_refuses_a_bm25_leg(evaluated, hybrid_queries) -> None:  # type: ignore[no-untyped-def]
     backend, _ = evaluated
-    with pytest.raises(ValueError, match="no BM25 leg"):
+    with pytest.raises(BackendError, match="no BM25 text index") as raised:
         backend.search_hybrid_batch(
             [HybridQuery(sparse=hybrid_queries[0].sparse, text="mars")], Fusion(), k=10
         )
+    assert raised.value.status == 400
+    with pytest.raises(BackendError, match="no BM25 text index"):
+        backend.search_text_batch(["mars"], k=10)
+
+
+@pytest.fixture(scope="module")
+def with_bm25(tmp_path_factory, encoded):  # type: ignore[no-untyped-def]
+    backend = QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path_factory.mktemp("bm25")), "docs"), bm25=True)
+    backend.write(encoded)
+    yield backend
+    backend.close()
+
+
+def test_the_bm25_leg_ranks_documents_holding_the_query_terms(with_bm25, queries) -> None:  # type: ignore[no-untyped-def]
+    found = with_bm25.search_text_batch(queries, k=10)
+    for text, hits in zip(queries, found, strict=True):
+        assert len(hits) == 10, text
+        terms = set(text.split())
+        assert all(terms & set(hit.payload["text"].split()) for hit in hits), text
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    [nothing] = with_bm25.search_text_batch(["zzzz"], k=10)
+    assert nothing == []
+
+
+@pytest.mark.parametrize(
+    "fusion", [Fusion(FusionMethod.RRF, k=60), Fusion(FusionMethod.DBSF)], ids=["rrf", "dbsf"]
+)
+def test_hybrid_with_the_bm25_leg_equals_the_fusion_of_the_same_legs(with_bm25, encoder, queries, fusion):  # type: ignore[no-untyped-def]
+    sparse = encoder.encode_queries(queries)
+    hybrid = [
+        HybridQuery(sparse=s, text=t, candidates=CANDIDATES) for s, t in zip(sparse, queries, strict=True)
+    ]
+    got = with_bm25.search_hybrid_batch(hybrid, fusion, k=15)
+    legs = zip(
+        with_bm25.search_batch(sparse, k=CANDIDATES),
+        with_bm25.search_text_batch(queries, k=CANDIDATES),
+        strict=True,
+    )
+    for fused, (sparse_leg, text_leg) in zip(got, legs, strict=True):
+        want = fuse([sparse_leg, text_leg], fusion, limit=15)
+        assert [(h.id, h.score) for h in fused] == [(h.id, h.score) for h in want]
+
+
+def test_opening_an_existing_shard_with_bm25_builds_the_text_index(tmp_path: Path, encoded) -> None:  # type: ignore[no-untyped-def]
+    target = QdrantEdgeTarget(str(tmp_path), "docs")
+    with QdrantEdgeBackend(target) as plain:
+        plain.write(encoded)
+    with QdrantEdgeBackend(target, bm25=True) as backend:
+        backend.ensure_schema()
+    with QdrantEdgeBackend(target) as again:  # the index is the shard's: any later open has it
+        [hits] = again.search_text_batch(["planet orbit"], k=5)
+    assert len(hits) == 5
 
 
 def _shard_of_300(tmp_path: Path) -> QdrantEdgeBackend:
@@ -399,3 +454,126 @@ def test_use_after_close_is_refused_and_nothing_reopens(tmp_path: Path) -> None:
             use()
     with QdrantEdgeBackend(QdrantEdgeTarget(str(tmp_path), "docs")) as again:  # the shard is free
         assert again.count() == 300
+
+
+COLD = "index=cold&payload=cold&ids=cold"
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("index=warm", "must be one of pinned, cached, cold"),
+        ("vectors=cold", "unknown Qdrant Edge storage option 'vectors'"),
+        ("values=int4", "must be one of float32, float16, uint8"),
+        ("payload=pinned", "payload=pinned is not available"),
+        ("index=cold&index=cached", "given twice"),
+        ("index", "is not key=value"),
+    ],
+)
+def test_bad_storage_options_are_refused_before_anything_is_written(
+    tmp_path: Path, query: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_backend(f"qdrant+edge://{tmp_path}/data/docs?{query}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_storage_options_are_recorded_reapplied_and_contradictions_refused(tmp_path: Path, encoded) -> None:  # type: ignore[no-untyped-def]
+    uri = f"qdrant+edge://{tmp_path}/docs"
+    with open_backend(f"{uri}?{COLD}&values=float16") as backend:
+        backend.write(encoded)
+        [want] = backend.search_batch([encoded[0].vector], k=10)  # type: ignore[attr-defined]
+    config = json.loads((tmp_path / "docs" / "edge_config.json").read_text())
+    with open_backend(uri) as again:  # no options: the recorded ones, not the engine's defaults
+        [got] = again.search_batch([encoded[0].vector], k=10)  # type: ignore[attr-defined]
+    assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want]
+    assert json.loads((tmp_path / "docs" / "edge_config.json").read_text()) == config
+    assert config["sparse_vectors"]["splade"] == {"memory": "cold", "datatype": "float16"}
+    assert (config["payload_memory"], config["id_tracker_memory"]) == ("cold", "cold")
+    for other in (COLD, "index=cold", f"{COLD}&values=float32"):
+        with pytest.raises(SchemaMismatchError, match="was created with the storage options"):
+            open_backend(f"{uri}?{other}").count()  # type: ignore[attr-defined]
+    assert json.loads((tmp_path / "docs" / "edge_config.json").read_text()) == config
+
+
+def test_writes_roll_the_shard_over_and_queries_meanwhile_see_it_open(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sparsebridge.backends.qdrant import edge
+
+    monkeypatch.setattr(edge, "ROLLOVER_POINTS", 100)
+    reopened = []
+    load = edge.qdrant_edge_module().EdgeShard.load
+    monkeypatch.setattr(edge, "qdrant_edge_module", lambda: _Spy(load, reopened))
+    backend = QdrantEdgeBackend(
+        QdrantEdgeTarget(str(tmp_path), "docs"),
+        storage=edge.EdgeStorage.parse({"index": "cold", "payload": "cold", "ids": "cold"}),
+    )
+    records = [
+        Record(Document(f"d{i}", "t"), SparseVector.from_dict({1 + i % 7: 1.0, 50: 0.5})) for i in range(1000)
+    ]
+    backend.write(records[:10])
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def query() -> None:
+        while not stop.is_set():
+            try:
+                assert len(backend.search(SparseVector.from_dict({50: 1.0}), k=5)) == 5
+            except BaseException as e:
+                failures.append(e)
+                return
+
+    reader = threading.Thread(target=query)
+    reader.start()
+    for start in range(10, len(records), 30):
+        assert _QUERYING.wait(timeout=10), failures  # each write (rollovers too) meets a query in flight
+        _QUERYING.clear()
+        backend.write(records[start : start + 30])
+    stop.set()
+    reader.join()
+    assert failures == []
+    assert len(reopened) == 8  # after the points written pass 100: batches 3, 7, 11, ..., 31
+    assert backend.count() == 1000
+    backend.close()
+
+
+class _Spy:
+    """``qdrant_edge`` with ``EdgeShard.load`` counted, and each shard's queries slowed down (so that
+    a query is in flight when a rollover comes)."""
+
+    def __init__(self, load, calls):  # type: ignore[no-untyped-def]
+        import qdrant_edge
+
+        self._module, self._load, self._calls = qdrant_edge, load, calls
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        if name != "EdgeShard":
+            return getattr(self._module, name)
+        spy = self
+
+        class EdgeShard:
+            @staticmethod
+            def create(*args):  # type: ignore[no-untyped-def]
+                return _Slow(spy._module.EdgeShard.create(*args))
+
+            @staticmethod
+            def load(*args):  # type: ignore[no-untyped-def]
+                spy._calls.append(args)
+                return _Slow(spy._load(*args))
+
+        return EdgeShard
+
+
+_QUERYING = threading.Event()
+
+
+class _Slow:
+    def __init__(self, shard):  # type: ignore[no-untyped-def]
+        self._shard = shard
+
+    def query_batch(self, request):  # type: ignore[no-untyped-def]
+        _QUERYING.set()
+        time.sleep(0.02)
+        return self._shard.query_batch(request)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._shard, name)

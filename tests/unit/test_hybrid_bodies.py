@@ -11,7 +11,7 @@ from sparsebridge.backends import QdrantBackend, QdrantTarget, Record
 from sparsebridge.backends.elasticsearch import bodies as es
 from sparsebridge.backends.lucene import bodies
 from sparsebridge.backends.opensearch import bodies as os_
-from sparsebridge.backends.qdrant.bodies import CLIENT, hybrid_legs
+from sparsebridge.backends.qdrant.bodies import CLIENT, EDGE, hybrid_legs
 from sparsebridge.errors import InputError
 from sparsebridge.query import Fusion, FusionMethod, HybridQuery
 from sparsebridge.types import Document, SparseVector
@@ -42,11 +42,21 @@ PREFETCH = [
 
 def test_qdrant_fetches_each_leg_with_an_explicit_limit_and_has_no_bm25_leg() -> None:
     # hybrid queries are fused client-side (sparsebridge.query.fusion): one nearest request per leg
-    legs = hybrid_legs(QUERY, **NAMES)
+    legs = hybrid_legs(QUERY, **NAMES, text_field=None)
     requests = [CLIENT.nearest(v, using=using, limit=50, with_payload=True) for v, using in legs]
     assert [dump(r) for r in requests] == [{**p, "with_payload": True} for p in PREFETCH]
     with pytest.raises(ValueError, match="no BM25 leg"):
-        hybrid_legs(HybridQuery(sparse=SPARSE, text="red planet"), **NAMES)
+        hybrid_legs(HybridQuery(sparse=SPARSE, text="red planet"), **NAMES, text_field=None)
+    with pytest.raises(ValueError, match="no BM25 leg"):
+        CLIENT.nearest("red planet", using="text", limit=50, with_payload=True)
+
+
+def test_qdrant_edge_bm25_leg_is_a_text_query_on_the_text_field() -> None:
+    text = HybridQuery(sparse=SPARSE, text="red planet", candidates=50)
+    legs = hybrid_legs(text, **NAMES, text_field="text")
+    assert [(type(v).__name__, using) for v, using in legs] == [("SparseVector", "splade"), ("str", "text")]
+    request = EDGE.nearest("red planet", using="text", limit=50, with_payload=True)
+    assert (request.limit, request.query.field, request.query.query) == (50, "text", "red planet")
 
 
 def test_opensearch_hybrid_and_pipelines() -> None:

@@ -168,3 +168,15 @@ def test_ipv6_uri_reaches_the_cluster_url() -> None:
 
     backend = open_backend("opensearch://[::1]:9393/x")
     assert backend.target.url == "http://[::1]:9393"  # type: ignore[attr-defined]
+
+
+def test_qdrant_edge_storage_options_are_options_not_the_target() -> None:
+    plain = parse_target("qdrant+edge://./data/docs")
+    cold = parse_target("qdrant+edge://./data/docs?index=cold&payload=cold")
+    assert (cold.path, cold.name, plain.options) == ("./data", "docs", ())
+    assert cold.options == (("index", "cold"), ("payload", "cold"))
+    assert cold.identity() == plain.identity()  # the same shard
+    assert cold.renamed("other").uri == "qdrant+edge://./data/other?index=cold&payload=cold"
+    for bad in ("index", "index=", "index=cold&index=pinned"):
+        with pytest.raises(ValueError, match="option"):
+            parse_target(f"qdrant+edge://./data/docs?{bad}")

@@ -31,6 +31,7 @@ from sparsebridge.backends.memory import MemoryBackend
 from sparsebridge.backends.opensearch import OpenSearchBackend, OpenSearchHybrid, OpenSearchQuery
 from sparsebridge.backends.postgres import PostgresBackend, PostgresTarget, SparseIndex
 from sparsebridge.backends.qdrant import QdrantBackend, QdrantEdgeBackend, QdrantEdgeTarget, QdrantTarget
+from sparsebridge.backends.qdrant.storage import EdgeStorage
 from sparsebridge.backends.retry import RetryPolicy
 from sparsebridge.backends.targets import Engine, Target, parse_target
 
@@ -91,7 +92,8 @@ def open_backend(
             PostgreSQL: else libpq's own, ``PGPASSWORD`` or ``.pgpass``).
         ca_certs: OpenSearch/Elasticsearch CA bundle for ``+https`` targets.
         verify_certs: False turns TLS certificate checks off (``+https`` targets).
-        **options: Passed to the backend's constructor (``retry``, ``refresh``, ``field_type``, ...).
+        **options: Passed to the backend's constructor (``retry``, ``refresh``, ``field_type``,
+            ``bm25`` for Qdrant Edge, ...).
 
     Raises:
         ValueError: The URI is malformed, names an unknown scheme, or an option does not apply to
@@ -103,6 +105,8 @@ def open_backend(
     """
     parsed = target if isinstance(target, Target) else parse_target(target)
     parsed = parsed.with_credentials(username=username, password=password)  # the URI's, or these
+    if options.get("bm25") and parsed.engine is not Engine.QDRANT_EDGE:
+        raise ValueError("bm25 (building a BM25 text index) is a Qdrant Edge option")
     connection = {"username": parsed.username, "password": parsed.password, "ca_certs": ca_certs}
     if parsed.cluster:
         assert parsed.name is not None and parsed.url is not None
@@ -139,6 +143,10 @@ def open_backend(
     if parsed.engine is Engine.QDRANT_EDGE:
         assert parsed.path is not None and parsed.name is not None
         options.pop("retry", None)  # in-process: nothing transient to retry
+        if parsed.options:
+            if "storage" in options:
+                raise ValueError("give the storage options in the target URI or as storage=, not both")
+            options["storage"] = EdgeStorage.parse(parsed.options)
         return QdrantEdgeBackend(QdrantEdgeTarget(parsed.path, parsed.name), **options)
     assert parsed.engine is Engine.QDRANT and parsed.name is not None
     if parsed.path is not None:

@@ -1,7 +1,10 @@
 """Target URIs, parsed in one place into a typed :class:`Target`.
 
 - ``qdrant+edge://PATH/COLLECTION``: Qdrant Edge in this process, the shard directory
-  ``PATH/COLLECTION`` (the default).
+  ``PATH/COLLECTION`` (the default). Storage options may follow as a query,
+  ``qdrant+edge://PATH/COLLECTION?index=cold&payload=cold``: they become :attr:`Target.options`,
+  which the Qdrant Edge backend validates (:class:`~sparsebridge.backends.qdrant.storage.EdgeStorage`);
+  they are not part of which target it is (:meth:`Target.identity`).
 - ``qdrant+local://PATH/COLLECTION``: qdrant-client's local mode storing in directory ``PATH``.
 - ``qdrant://HOST:PORT/COLLECTION`` (``qdrant+https://`` for TLS): a Qdrant server; default port 6333.
 - ``opensearch://HOST:PORT/INDEX`` (``opensearch+https://`` for TLS): an OpenSearch index
@@ -137,6 +140,7 @@ class Target:
     database: str | None = None
     username: str | None = field(default=None, repr=False, compare=False)
     password: str | None = field(default=None, repr=False, compare=False)
+    options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if redact_uri(self.uri) != self.uri:
@@ -174,7 +178,8 @@ class Target:
         """
         if self.name is None:
             raise ValueError(f"target {self.uri!r} has no collection or index name")
-        again = parse_target(self.uri.rstrip("/")[: -len(self.name)] + name)
+        base, question, query = self.uri.partition("?")
+        again = parse_target(base.rstrip("/")[: -len(self.name)] + name + question + query)
         return replace(again, username=self.username, password=self.password)
 
     def with_credentials(self, *, username: str | None = None, password: str | None = None) -> Target:
@@ -233,10 +238,13 @@ def parse_target(uri: str) -> Target:
             raise ValueError(f"target {shown!r} must be just memory://")
         return Target(uri, scheme_name, scheme.engine)
     if scheme.embedded:
+        options: tuple[tuple[str, str], ...] = ()
+        if scheme.engine is Engine.QDRANT_EDGE:
+            rest, options = _query_options(rest, shown)
         directory, _, name = rest.rstrip("/").rpartition("/")
         if not directory or not name:
             raise ValueError(f"target {shown!r} must be {scheme_name}://DIRECTORY/{scheme.what}")
-        return Target(uri, scheme_name, scheme.engine, name=name, path=directory)
+        return Target(uri, scheme_name, scheme.engine, name=name, path=directory, options=options)
     authority, slash, path = rest.partition("/")
     userinfo, at, hostport = authority.rpartition("@")
     database = None
@@ -269,6 +277,22 @@ def parse_target(uri: str) -> Target:
         username=username,
         password=password,
     )
+
+
+def _query_options(rest: str, shown: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``PATH?key=value&...`` read into (PATH, the options in order); each key given once."""
+    rest, question, query = rest.partition("?")
+    if not question:
+        return rest, ()
+    options: dict[str, str] = {}
+    for option in query.split("&"):
+        key, eq, value = option.partition("=")
+        if not key or not eq or not value:
+            raise ValueError(f"target {shown!r}: the option {option!r} is not key=value")
+        if key in options:
+            raise ValueError(f"target {shown!r}: the option {key!r} is given twice")
+        options[key] = unquote(value)
+    return rest, tuple(options.items())
 
 
 def _host_port(hostport: str, default_port: int | None, shown: str) -> tuple[str, int | None]:

@@ -134,7 +134,8 @@ def hybrid_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bm25",
         action="store_true",
-        help="add a full-text leg (BM25 on Elasticsearch/OpenSearch, ts_rank_cd on PostgreSQL)",
+        help="add a full-text leg (BM25 on Elasticsearch/OpenSearch and on Qdrant Edge shards ingested "
+        "with --bm25, ts_rank_cd on PostgreSQL)",
     )
     fusion_options(parser)
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sparsebridge.backends import parse_target
+from sparsebridge.backends import Engine, parse_target
 from sparsebridge.commands.common import (
     Command,
     fusion,
@@ -57,7 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         short = name.split("/")[-1]
         # every set gets its own collection or index: a target must hold one corpus only
         where = target.renamed(f"{target.name}-{short}") if len(names) > 1 and target.name else target
-        with open_target(args, where, dense) as backend:
+        bm25 = {"bm25": True} if where.engine is Engine.QDRANT_EDGE else {}  # measure its BM25 leg too
+        with open_target(args, where, dense, **bm25) as backend:
             encoder = encoder or load_encoder(args)
             reports[short] = run_eval(
                 dataset,

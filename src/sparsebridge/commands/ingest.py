@@ -36,6 +36,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     target_options(parser)
     add = parser.add_argument
     add("--idf", action="store_true", help="Qdrant: create the collection with the IDF modifier")
+    add(
+        "--bm25",
+        action="store_true",
+        help="Qdrant Edge: index the text for the BM25 leg of search --bm25 (OpenSearch, Elasticsearch "
+        "and PostgreSQL always index it)",
+    )
     add("--no-progress", action="store_true", help="hide the progress bar")
     add(
         "--no-optimize",
@@ -108,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         # an acknowledged bulk is durable (translog) before it is searchable: no refresh per request
         options: dict[str, Any] = {"idf": args.idf, **({"refresh": Refresh.NONE} if target.cluster else {})}
+        if args.bm25:  # open_backend refuses it for targets other than Qdrant Edge
+            options["bm25"] = True
         ingest_on = _ingest_on_ray if args.engine == "ray" else _ingest_here
         stats, optimized = ingest_on(args, run, target, options, live)
     except BaseException as e:

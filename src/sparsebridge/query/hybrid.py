@@ -29,7 +29,8 @@ class HybridQuery:
         sparse: The sparse query vector (dot product against the stored sparse vectors).
         dense: The dense query embedding (cosine similarity against the stored dense vectors).
         text: The query text for a BM25 leg (a ``match`` on the ``text`` field), on backends that
-            have full-text search (Elasticsearch, OpenSearch; not Qdrant or the memory reference).
+            have full-text search (Elasticsearch, OpenSearch, PostgreSQL, a Qdrant Edge shard built
+            with ``bm25=True``; not qdrant-client's stores or the memory reference).
         candidates: Hits each leg retrieves before fusion (every backend sets it explicitly).
 
     Fusion weights are given per leg, in :attr:`legs` order (sparse, dense, bm25; those present).

@@ -111,6 +111,7 @@ class ClientStore:
 
     name = "qdrant"
     dialect = CLIENT
+    text_field: str | None = None  # no BM25 leg
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ class QdrantStore(Protocol):
     name: str  # the backend's name in messages and stats
     location: Target
     dialect: Dialect
+    text_field: str | None  # the payload field the BM25 leg ranks; None: the store has no BM25 leg
 
     def ensure_schema(self) -> None:
         """Create the collection, or check that the existing one has the schema's vectors."""
@@ -100,9 +101,10 @@ B = TypeVar("B", bound="Qdrant[Any]")
 
 @dataclass(frozen=True)
 class Ask:
-    """One ranked list to fetch: the top ``k`` by similarity of ``vector`` to the stored vector ``using``."""
+    """One ranked list to fetch: the top ``k`` by similarity of ``vector`` to the stored vector ``using``
+    (for a text, by BM25 over the text field ``using``)."""
 
-    vector: LegVector
+    vector: LegVector | str
     using: str
     k: int
 
@@ -195,14 +197,20 @@ class Qdrant(Generic[S]):
         batch, fused by :func:`~sparsebridge.query.fusion.fuse`.
 
         Raises:
-            ValueError: A query has a BM25 leg, or the weights do not match the legs.
+            ValueError: A query has a BM25 leg and the store has none, or the weights do not match
+                the legs.
         """
         check_k(k)
         self._require_dense([q.dense for q in queries if q.dense is not None])
+        text_field = self._live().text_field
         per_query = []
         for query in queries:
             fusion.leg_weights(len(query.legs))
-            per_query.append(hybrid_legs(query, sparse_name=self.vector_name, dense_name=self.dense_name))
+            per_query.append(
+                hybrid_legs(
+                    query, sparse_name=self.vector_name, dense_name=self.dense_name, text_field=text_field
+                )
+            )
         asks = [
             Ask(v, using, q.candidates)
             for q, legs in zip(queries, per_query, strict=True)

@@ -15,6 +15,10 @@ API's types: a nearest-neighbour request, a point, the condition of a versioned 
   default is 10). Hybrid queries fetch their legs in one batch and are fused client-side by
   :mod:`sparsebridge.query.fusion`, so a hybrid result equals the exact fusion of the legs,
   ties included (:func:`hybrid_legs`).
+- The BM25 leg (Qdrant Edge only): a full-text index on the payload field ``text``
+  (:data:`TEXT_FIELD`) that records term frequencies and document lengths
+  (:func:`edge_text_index`: word tokenizer, lowercase, no stemming and no stop words, close to
+  OpenSearch's ``standard`` analyzer), ranked by a ``TextQuery`` with BM25's defaults.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sparsebridge.types import SearchHit, SparseVector
 __all__ = [
     "CLIENT",
     "EDGE",
+    "TEXT_FIELD",
     "Dialect",
     "Leg",
     "LegVector",
@@ -42,6 +47,7 @@ __all__ = [
     "WithPayload",
     "WriteGroup",
     "check_vector_names",
+    "edge_text_index",
     "hits",
     "hybrid_legs",
     "plan_writes",
@@ -50,7 +56,8 @@ __all__ = [
 ]
 
 LegVector = SparseVector | npt.NDArray[np.float32]
-Leg = tuple[LegVector, str]  # a query vector and the name of the stored vector it searches
+Leg = tuple[LegVector | str, str]  # a query vector or text, and the stored vector or text field it searches
+TEXT_FIELD = "text"  # the payload field of the document text (``stored_payload``), the BM25 leg's field
 WithPayload = bool | list[str]
 
 
@@ -88,12 +95,14 @@ def check_vector_names(vector_name: str, dense_name: str, dense_size: int | None
 
 @dataclass(frozen=True)
 class QdrantSchema:
-    """The vectors of a collection: the sparse slot, its IDF modifier, and an optional dense slot."""
+    """The vectors of a collection: the sparse slot, its IDF modifier, an optional dense slot, and
+    whether the text gets a BM25 full-text index (``bm25``, Qdrant Edge only)."""
 
     vector_name: str = "splade"
     idf: bool = False
     dense_size: int | None = None
     dense_name: str = "dense"
+    bm25: bool = False
 
     def __post_init__(self) -> None:
         check_vector_names(self.vector_name, self.dense_name, self.dense_size)
@@ -107,8 +116,9 @@ class QdrantSchema:
 class Dialect(Protocol):
     """How one Qdrant Python API spells what is planned here."""
 
-    def nearest(self, vector: LegVector, *, using: str, limit: int, with_payload: WithPayload) -> Any:
-        """A request for the top ``limit`` points by similarity of the stored vector ``using``."""
+    def nearest(self, vector: LegVector | str, *, using: str, limit: int, with_payload: WithPayload) -> Any:
+        """A request for the top ``limit`` points by similarity of the stored vector ``using`` to
+        ``vector``; for a text, by BM25 over the text index of the payload field ``using``."""
         ...
 
     def point(self, id_: str, record: Record, schema: QdrantSchema, payload: dict[str, Any]) -> Any:
@@ -129,7 +139,9 @@ class _ClientDialect:
             return models.SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
         return [float(x) for x in vector]
 
-    def nearest(self, vector: LegVector, *, using: str, limit: int, with_payload: WithPayload) -> Any:
+    def nearest(self, vector: LegVector | str, *, using: str, limit: int, with_payload: WithPayload) -> Any:
+        if isinstance(vector, str):
+            raise ValueError("a qdrant-client store has no BM25 leg (Qdrant Edge has)")
         return qdrant_client_module().models.QueryRequest(
             query=self._vector(vector), using=using, limit=limit, with_payload=with_payload
         )
@@ -166,9 +178,12 @@ class _EdgeDialect:
             return qdrant_edge_module().SparseVector(vector.indices.tolist(), vector.values.tolist())
         return vector.tolist()
 
-    def nearest(self, vector: LegVector, *, using: str, limit: int, with_payload: WithPayload) -> Any:
+    def nearest(self, vector: LegVector | str, *, using: str, limit: int, with_payload: WithPayload) -> Any:
         qe = qdrant_edge_module()
-        query = qe.Query.Nearest(self._vector(vector), using=using)
+        if isinstance(vector, str):
+            query = qe.TextQuery(using, vector)
+        else:
+            query = qe.Query.Nearest(self._vector(vector), using=using)
         return qe.QueryRequest(limit=limit, query=query, with_payload=with_payload)
 
     def point(self, id_: str, record: Record, schema: QdrantSchema, payload: dict[str, Any]) -> Any:
@@ -250,11 +265,23 @@ def hits(points: Sequence[Any]) -> list[SearchHit]:
     ]
 
 
-def hybrid_legs(query: HybridQuery, *, sparse_name: str, dense_name: str) -> list[Leg]:
-    """The legs of ``query``, each with the stored vector it searches.
+def edge_text_index() -> Any:
+    """The Qdrant Edge full-text index of :data:`TEXT_FIELD` that ranks by BM25 (see the module docstring)."""
+    qe = qdrant_edge_module()
+    return qe.TextIndexParams(
+        tokenizer=qe.TokenizerType.Word,
+        lowercase=True,
+        scoring=qe.TextScoringParams(qe.TextScoringType.Bm25),
+    )
+
+
+def hybrid_legs(
+    query: HybridQuery, *, sparse_name: str, dense_name: str, text_field: str | None
+) -> list[Leg]:
+    """The legs of ``query``, each with the stored vector (or, for BM25, text field) it searches.
 
     Raises:
-        ValueError: The query has a BM25 leg (Qdrant has no full-text scoring of the ``text`` field).
+        ValueError: The query has a BM25 leg and the store has none (``text_field`` None).
     """
     legs: list[Leg] = []
     for kind in query.legs:
@@ -264,6 +291,12 @@ def hybrid_legs(query: HybridQuery, *, sparse_name: str, dense_name: str) -> lis
         elif kind is LegKind.DENSE:
             assert query.dense is not None
             legs.append((query.dense, dense_name))
+        elif text_field is None:
+            raise ValueError(
+                "this Qdrant store has no BM25 leg: drop the query text, or use Qdrant Edge "
+                "(qdrant+edge://), Elasticsearch or OpenSearch"
+            )
         else:
-            raise ValueError("Qdrant has no BM25 leg: drop the query text, or use Elasticsearch/OpenSearch")
+            assert query.text is not None
+            legs.append((query.text, text_field))
     return legs

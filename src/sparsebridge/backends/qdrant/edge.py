@@ -23,6 +23,18 @@ its log legitimately changes the count. A shard that holds points but records no
 record deleted, or empty) reports an unknown model, which the model check refuses unless the
 mismatch is allowed.
 
+Storage: the target's storage options (:mod:`.storage`: where the index, payload and id tracker
+live, the stored value type) are recorded beside the shard when it is created and re-applied on
+every open; opening it with other options raises :class:`~sparsebridge.errors.SchemaMismatchError`.
+
+Bounded memory while writing: writes land in an appendable segment held in memory, and the memory
+the engine used for written segments stays with the open shard. Every
+:data:`ROLLOVER_POINTS` points written, the store therefore optimizes the shard (the written
+points move into segments of at most :data:`MAX_SEGMENT_KB` of stored vectors, in files, placed
+as the storage options say), closes it, hands freed memory back to the OS (glibc's
+``malloc_trim``) and opens it again; a query waits while that happens. The writer's memory then
+depends on these two sizes, not on the corpus (docs/qdrant.md has the measured figures).
+
 One process at a time: an open shard locks its write-ahead log. Opening a shard that another
 process (or another backend in this process) holds raises
 :class:`~sparsebridge.errors.BackendUnavailableError` naming the directory and, where the OS tells
@@ -32,30 +44,55 @@ may carry secrets).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sparsebridge.backends.model_identity import MODEL_KEY
-from sparsebridge.backends.qdrant.backend import Qdrant
-from sparsebridge.backends.qdrant.bodies import EDGE, QdrantSchema, WriteGroup, qdrant_edge_module
+from sparsebridge.backends.qdrant.backend import Ask, Qdrant
+from sparsebridge.backends.qdrant.bodies import (
+    EDGE,
+    TEXT_FIELD,
+    QdrantSchema,
+    WriteGroup,
+    edge_text_index,
+    qdrant_edge_module,
+)
+from sparsebridge.backends.qdrant.storage import EdgeStorage
 from sparsebridge.backends.targets import Target, parse_target
+from sparsebridge.backends.validation import check_k
 from sparsebridge.errors import BackendError, BackendUnavailableError, SchemaMismatchError
+from sparsebridge.query.fusion import Fusion
+from sparsebridge.query.hybrid import HybridQuery
+from sparsebridge.types import SearchHit
 
-__all__ = ["EdgeStore", "QdrantEdgeBackend", "QdrantEdgeTarget", "bytes_needed", "lock_holder"]
+__all__ = [
+    "MAX_SEGMENT_KB",
+    "ROLLOVER_POINTS",
+    "EdgeStore",
+    "QdrantEdgeBackend",
+    "QdrantEdgeTarget",
+    "bytes_needed",
+    "lock_holder",
+]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 _CONFIG_FILE = "edge_config.json"  # written when a shard is created: a shard is where it is
-_POINTS, _CLOSED = "points", "closed"  # the shard record's count and clean-close flag
+_POINTS, _CLOSED, _STORAGE = "points", "closed", "storage"  # fields of the shard record
+ROLLOVER_POINTS = 100_000  # points written between two optimize-close-reopen cycles
+MAX_SEGMENT_KB = 200_000  # the optimizer's largest segment (stored vectors): what one merge holds
 
 # What a write needs on disk, measured on the engine's files (tmpfs, 0.9): 1.1-2.2x the records'
 # vector and payload bytes, plus ~330 bytes per point; a margin covers the pages each of the
@@ -128,14 +165,36 @@ def lock_holder(shard: Path) -> str:
     return "another process"
 
 
-def edge_config(schema: QdrantSchema) -> Any:
-    """The shard configuration for ``schema`` (the engine checks an existing shard against it)."""
+def edge_config(schema: QdrantSchema, storage: EdgeStorage) -> Any:
+    """The shard configuration for ``schema`` stored as ``storage`` says (the engine checks an
+    existing shard's vectors against it, and records the rest)."""
     qe = qdrant_edge_module()
     dense = None
     if schema.dense_size is not None:
         dense = {schema.dense_name: qe.EdgeVectorParams(size=schema.dense_size, distance=qe.Distance.Cosine)}
-    sparse = qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf if schema.idf else None)
-    return qe.EdgeConfig(vectors=dense, sparse_vectors={schema.vector_name: sparse})
+    sparse = qe.EdgeSparseVectorParams(
+        modifier=qe.Modifier.Idf if schema.idf else None,
+        memory=storage.index.edge() if storage.index else None,
+        datatype=storage.values.edge() if storage.values else None,
+    )
+    return qe.EdgeConfig(
+        vectors=dense,
+        sparse_vectors={schema.vector_name: sparse},
+        payload_memory=storage.payload.edge() if storage.payload else None,
+        id_tracker_memory=storage.ids.edge() if storage.ids else None,
+        optimizers=qe.EdgeOptimizersConfig(max_segment_size=MAX_SEGMENT_KB),
+    )
+
+
+def _release_freed_memory() -> None:
+    """Hand memory the allocator keeps after frees back to the OS (glibc; elsewhere nothing)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 class ShardRecord:
@@ -178,10 +237,15 @@ class EdgeStore:
 
     name = "qdrant-edge"
     dialect = EDGE
+    text_field: str | None = TEXT_FIELD
 
-    def __init__(self, target: QdrantEdgeTarget, schema: QdrantSchema) -> None:
+    def __init__(
+        self, target: QdrantEdgeTarget, schema: QdrantSchema, storage: EdgeStorage | None = None
+    ) -> None:
         self.target = target
         self.schema = schema
+        self.requested = storage  # None: as recorded (the engine's defaults for a new shard)
+        self.storage: EdgeStorage | None = None  # the shard's, once it is open
         self.location = target.location()
         self.record = ShardRecord(
             Path(target.directory) / f".{target.collection}.sparsebridge-model.json", backend=self.name
@@ -190,6 +254,24 @@ class EdgeStore:
         self._opening = threading.Lock()
         self._writes = threading.Lock()  # a write's stale count and its upsert see the same points
         self._changed = False  # this session marked the record open (the count is re-recorded at close)
+        self._since_rollover = 0  # points written since the shard was last optimized and reopened
+        self._gate = threading.Condition()  # queries in flight, and a reopen waiting for them
+        self._queries = 0
+        self._reopening = False
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """The open shard, kept open (not reopened by a rollover) until the block ends."""
+        with self._gate:
+            while self._reopening:
+                self._gate.wait()
+            self._queries += 1
+        try:
+            yield self._open(create=False)
+        finally:
+            with self._gate:
+                self._queries -= 1
+                self._gate.notify_all()
 
     def _open(self, *, create: bool) -> Any:
         """The open shard: loaded (the engine checks our vectors against its own), or created."""
@@ -203,12 +285,15 @@ class EdgeStore:
         path = self.target.path
         if (path / _CONFIG_FILE).is_file():
             opener, how = qe.EdgeShard.load, "open"
+            self.storage = self._recorded_storage()
         elif path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise BackendError(f"{path} exists and is not a Qdrant Edge shard", backend=self.name)
         elif create:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._check_space(path.parent, _MARGIN, "a new shard")
             opener, how = qe.EdgeShard.create, "create"
+            self.storage = self.requested or EdgeStorage()
+            self.record.update(**{_STORAGE: self.storage.to_json()})  # before the shard: never unrecorded
         else:
             raise BackendError(
                 f"collection {self.target.collection!r} does not exist in {self.target.directory} "
@@ -217,12 +302,67 @@ class EdgeStore:
                 status=404,
             )
         try:
-            shard = opener(str(path), edge_config(self.schema))
+            shard = opener(str(path), edge_config(self.schema, self.storage))
         except Exception as e:  # qdrant_edge raises plain Exception, with the engine's message
             raise self._open_error(e, how) from e
         if how == "open":
             self._check_count(shard)
+        if self.schema.bm25 and not self._has_text_index(shard):
+            logger.info("building the BM25 text index of %s", path)
+            operation = qe.UpdateOperation.create_field_index(TEXT_FIELD, edge_text_index())
+            try:
+                self._call("create the text index", shard.update, operation)
+            except BackendError:
+                shard.close()
+                raise
         return shard
+
+    def _recorded_storage(self) -> EdgeStorage:
+        """The storage the shard was created with (a shard without a record of it: the engine's
+        defaults, as every shard made before storage options were recorded); refuses other
+        requested options."""
+        recorded = self.record.read().get(_STORAGE, {})
+        try:
+            storage = EdgeStorage.parse(recorded if isinstance(recorded, dict) else {})
+        except ValueError as e:
+            raise BackendError(
+                f"unreadable storage options in {self.record.path}: {e}", backend=self.name
+            ) from None
+        if self.requested is not None and self.requested != storage:
+            raise SchemaMismatchError(
+                f"collection {self.target.collection!r} in {self.target.directory} was created with "
+                f"the storage options {storage.query() or '(the defaults)'!r}, not "
+                f"{self.requested.query() or '(the defaults)'!r}: open it without storage options, "
+                "or ingest into a new collection to store it otherwise",
+                backend=self.name,
+            )
+        return storage
+
+    def _has_text_index(self, shard: Any) -> bool:
+        index = self._call("info", shard.info).payload_schema.get(TEXT_FIELD)
+        return index is not None and getattr(index.params, "scoring", None) is not None
+
+    def has_text_index(self) -> bool:
+        """Whether the shard has the BM25 text index (False: no shard yet)."""
+        if not (self.target.path / _CONFIG_FILE).is_file():
+            return False
+        with self._reading() as shard:
+            return self._has_text_index(shard)
+
+    def check_text_index(self) -> None:
+        """Refuse a BM25 leg on a shard created without the text index (else the engine's error).
+
+        Raises:
+            BackendError: The shard has no BM25 text index on ``text`` (status 400).
+        """
+        if not self.has_text_index():
+            raise BackendError(
+                f"collection {self.target.collection!r} in {self.target.directory} has no BM25 text "
+                "index, so it has no BM25 leg: ingest into it with --bm25 (bm25=True), which builds "
+                "the index",
+                backend=self.name,
+                status=400,
+            )
 
     def _open_error(self, error: Exception, how: str) -> BackendError:
         message, path = str(error), self.target.path
@@ -286,18 +426,47 @@ class EdgeStore:
         self._open(create=True)
 
     def upsert(self, groups: Sequence[WriteGroup]) -> int:
-        """Upsert under each group's condition; counts the points a condition left as they were."""
-        shard = self._open(create=True)
+        """Upsert under each group's condition; counts the points a condition left as they were.
+        Every :data:`ROLLOVER_POINTS` points, the shard is optimized and reopened (module docstring)."""
         qe = qdrant_edge_module()
         stale = 0
         with self._writes:
+            shard = self._open(create=True)
             self._before_change(bytes_needed(groups))
             for group in groups:
                 if group.version is not None:
                     stale += self._newer_or_same(shard, group.ids, group.version)
                 operation = qe.UpdateOperation.upsert_points(group.points, condition=group.condition)
                 self._call("upsert", shard.update, operation)
+            self._since_rollover += sum(len(g.ids) for g in groups)
+            if self._since_rollover >= ROLLOVER_POINTS:
+                self._rollover(shard)
         return stale
+
+    def _rollover(self, shard: Any) -> None:
+        """Optimize, close, release freed memory, reopen (holding the write lock; queries wait)."""
+        self._call("optimize", shard.optimize)
+        with self._gate:
+            self._reopening = True
+            while self._queries:
+                self._gate.wait()
+        try:
+            with self._opening:
+                self._shard = None
+                self._call("flush", shard.flush)
+                shard.close()
+                _release_freed_memory()
+                assert self.storage is not None
+                config = edge_config(self.schema, self.storage)
+                try:
+                    self._shard = qdrant_edge_module().EdgeShard.load(str(self.target.path), config)
+                except Exception as e:
+                    raise self._open_error(e, "open") from e
+            self._since_rollover = 0
+        finally:
+            with self._gate:
+                self._reopening = False
+                self._gate.notify_all()
 
     def _newer_or_same(self, shard: Any, ids: list[str], version: int) -> int:
         """How many of ``ids`` are stored with a run number >= ``version`` (the upsert skips them)."""
@@ -306,27 +475,30 @@ class EdgeStore:
         return sum(1 for run in runs if isinstance(run, int) and run >= version)
 
     def delete(self, ids: Sequence[str]) -> None:
-        shard = self._open(create=False)
         operation = qdrant_edge_module().UpdateOperation.delete_points(list(ids))
         with self._writes:
+            shard = self._open(create=False)
             self._before_change(bytes_needed([]))
             self._call("delete", shard.update, operation)
 
     def query(self, what: str, requests: Sequence[Any]) -> list[list[Any]]:
-        shard = self._open(create=False)
-        answers = self._call(what, shard.query_batch, qdrant_edge_module().QueryBatchRequest(list(requests)))
+        with self._reading() as shard:
+            answers = self._call(
+                what, shard.query_batch, qdrant_edge_module().QueryBatchRequest(list(requests))
+            )
         return [list(points) for points in answers]
 
     def count(self) -> int:
-        return self._count(self._open(create=False))
+        with self._reading() as shard:
+            return self._count(shard)
 
     def _count(self, shard: Any) -> int:
         return int(self._call("count", shard.count, qdrant_edge_module().CountRequest(exact=True)))
 
     def optimize(self) -> bool:
         """Run the engine's segment optimizer to completion; True if it changed any segment."""
-        shard = self._open(create=False)
         with self._writes:
+            shard = self._open(create=False)
             self._before_change(bytes_needed([]))
             return bool(self._call("optimize", shard.optimize))
 
@@ -368,7 +540,9 @@ class QdrantEdgeBackend(Qdrant[EdgeStore]):
     """Write and search SPLADE vectors in a Qdrant Edge shard, in this process.
 
     Safe to share between threads. Constructing it does no I/O; the shard is created or opened on
-    first use and held (locked against other processes) until :meth:`close`.
+    first use and held (locked against other processes) until :meth:`close`. ``bm25`` builds the
+    text index of the BM25 leg (:meth:`search_text_batch`, hybrid queries with a text);
+    ``storage`` places the shard's parts (:mod:`.storage`; None: as recorded with the shard).
 
     Example:
         >>> backend = QdrantEdgeBackend(QdrantEdgeTarget("./data", "docs"))
@@ -385,10 +559,49 @@ class QdrantEdgeBackend(Qdrant[EdgeStore]):
         idf: bool = False,
         dense_size: int | None = None,
         dense_name: str = "dense",
+        bm25: bool = False,
+        storage: EdgeStorage | None = None,
     ) -> None:
-        schema = QdrantSchema(vector_name, idf, dense_size, dense_name)
-        super().__init__(EdgeStore(target, schema), schema)
+        if not isinstance(bm25, bool):
+            raise TypeError(f"bm25 must be True or False, got {bm25!r}")
+        if storage is not None and not isinstance(storage, EdgeStorage):
+            raise TypeError(f"storage must be an EdgeStorage or None, got {type(storage).__name__}")
+        schema = QdrantSchema(vector_name, idf, dense_size, dense_name, bm25)
+        super().__init__(EdgeStore(target, schema, storage), schema)
         self.target = target
+
+    def has_text_index(self) -> bool:
+        """Whether the shard has the BM25 text index (built with ``bm25=True``): its BM25 leg works."""
+        return self._live().has_text_index()
+
+    def search_text_batch(self, queries: Sequence[str], *, k: int = 10) -> list[list[SearchHit]]:
+        """Top-``k`` hits by BM25 over the text index of ``text`` for each query text, best first.
+
+        Raises:
+            BackendError: The shard was created without the BM25 text index (``bm25=True``).
+        """
+        if isinstance(queries, str):
+            raise TypeError("pass a list of query texts, not a single string")
+        for text in queries:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"a query must be a non-blank string, got {text!r}")
+        check_k(k)
+        store = self._live()
+        store.check_text_index()
+        return self._top("text search", [Ask(text, TEXT_FIELD, k) for text in queries])
+
+    def search_hybrid_batch(
+        self, queries: Sequence[HybridQuery], fusion: Fusion, *, k: int = 10
+    ) -> list[list[SearchHit]]:
+        """Fused top-``k`` hits for each hybrid query (see :meth:`Qdrant.search_hybrid_batch`); a BM25
+        leg needs the shard's text index.
+
+        Raises:
+            BackendError: A query has a BM25 leg and the shard has no BM25 text index.
+        """
+        if any(query.text is not None for query in queries):
+            self._live().check_text_index()
+        return super().search_hybrid_batch(queries, fusion, k=k)
 
     def optimize(self) -> bool:
         """Run the engine's segment optimizer to completion; True if it changed any segment.
