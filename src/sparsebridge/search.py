@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sparsebridge.backends import Backend, SupportsBatchSearch, SupportsHybridSearch, SupportsTextSearch
+from sparsebridge.backends.base import has_text_leg
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.query import Fusion, HybridQuery
@@ -138,7 +139,8 @@ class Searcher:
 def check_setup(
     backend: Backend, mode: SearchMode, *, dense: bool, bm25: bool, fusion: Fusion, candidates: int
 ) -> None:
-    """Refuse a setup the backend cannot run (no I/O): the legs a mode takes, what the backend has."""
+    """Refuse a setup the backend cannot run (no network I/O): the legs a mode takes, what the
+    backend has."""
     if not isinstance(backend, Backend):
         raise TypeError(f"backend must be a sparsebridge backend, got {type(backend).__name__}")
     if mode is not SearchMode.HYBRID and (dense or bm25):
@@ -148,7 +150,7 @@ def check_setup(
             raise ValueError("hybrid mode needs a second leg: a dense encoder and/or bm25=True")
         if not isinstance(backend, SupportsHybridSearch):
             raise ValueError(f"the {backend.name} backend has no hybrid search")
-    if (mode is SearchMode.BM25 or bm25) and not isinstance(backend, SupportsTextSearch):
+    if (mode is SearchMode.BM25 or bm25) and not has_text_leg(backend):
         raise ValueError(f"the {backend.name} backend has no BM25 text search")
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates <= 0:
         raise ValueError(f"candidates must be a positive integer, got {candidates!r}")

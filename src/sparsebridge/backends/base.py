@@ -25,6 +25,7 @@ __all__ = [
     "SupportsOptimize",
     "SupportsTextSearch",
     "WriteStats",
+    "has_text_leg",
     "point_id",
     "stored_payload",
 ]
@@ -172,6 +173,16 @@ class SupportsTextSearch(Protocol):
     def search_text_batch(self, queries: Sequence[str], *, k: int = 10) -> list[list[SearchHit]]:
         """Top-``k`` hits by BM25 for each query text, best first."""
         ...
+
+
+def has_text_leg(backend: object) -> bool:
+    """Whether ``backend`` can answer a BM25 leg: it has text search and, where that depends on how
+    its collection was built (a Qdrant Edge shard's text index), it has the index or was opened to
+    build it (its ``has_text_leg()``)."""
+    if not isinstance(backend, SupportsTextSearch):
+        return False
+    built = getattr(backend, "has_text_leg", None)
+    return bool(built()) if callable(built) else True
 
 
 @runtime_checkable

@@ -23,12 +23,11 @@ from sparsebridge.backends.base import (
     Record,
     SupportsDenseSearch,
     SupportsHybridSearch,
-    SupportsTextSearch,
     WriteStats,
+    has_text_leg,
 )
 from sparsebridge.backends.memory import MemoryBackend
 from sparsebridge.backends.model_identity import SupportsModelIdentity
-from sparsebridge.backends.qdrant import QdrantEdgeBackend
 from sparsebridge.encoder import Encoder
 from sparsebridge.encoder.dense import DenseEncoder
 from sparsebridge.errors import InputError
@@ -200,10 +199,7 @@ def run_eval(
         exact_runs["dense"] = _timed(
             timings, "exact_dense", lambda: exact.search_dense_batch(dense_list, k=DEPTH)
         )
-    # a Qdrant Edge shard has a BM25 leg when it was built with its text index (bm25=True)
-    has_text = isinstance(backend, SupportsTextSearch) and (
-        not isinstance(backend, QdrantEdgeBackend) or backend.has_text_index()
-    )
+    has_text = has_text_leg(backend)
     if has_text:
         bm25 = Searcher(backend, mode=SearchMode.BM25)
         runs["bm25"] = _timed(timings, "bm25", lambda: bm25.search(texts, k=max(DEPTH, candidates)))

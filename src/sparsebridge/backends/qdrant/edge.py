@@ -574,6 +574,11 @@ class QdrantEdgeBackend(Qdrant[EdgeStore]):
         """Whether the shard has the BM25 text index (built with ``bm25=True``): its BM25 leg works."""
         return self._live().has_text_index()
 
+    def has_text_leg(self) -> bool:
+        """Whether the BM25 leg can run: opened with ``bm25=True`` (the index is built on first use)
+        or the shard has the index."""
+        return self.schema.bm25 or self.has_text_index()
+
     def search_text_batch(self, queries: Sequence[str], *, k: int = 10) -> list[list[SearchHit]]:
         """Top-``k`` hits by BM25 over the text index of ``text`` for each query text, best first.
 
