@@ -151,6 +151,11 @@ def check_setup(
         if not isinstance(backend, SupportsHybridSearch):
             raise ValueError(f"the {backend.name} backend has no hybrid search")
     if (mode is SearchMode.BM25 or bm25) and not has_text_leg(backend):
+        if isinstance(backend, SupportsTextSearch):  # the leg depends on how the collection was built
+            raise ValueError(
+                f"the {backend.name} backend's collection has no BM25 text index: ingest into it with "
+                "--bm25 (bm25=True), which builds the index"
+            )
         raise ValueError(f"the {backend.name} backend has no BM25 text search")
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates <= 0:
         raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
